@@ -1,0 +1,7 @@
+"""Networks of the policy branch, shared by the drifting policy (one step) and the DDPM baseline."""
+
+from drifting_policy.models.common import count_parameters
+from drifting_policy.models.transformer import ActionTransformer
+from drifting_policy.models.unet1d import ConditionalUnet1D
+
+__all__ = ["ActionTransformer", "ConditionalUnet1D", "count_parameters"]
