@@ -1,0 +1,266 @@
+"""The drifting field and its loss: the one implementation both branches call.
+
+Shapes are batched over *groups*. A group is one set of samples that interact with each other, e.g. one
+(class label, feature) pair in the image branch, or one observation in the policy branch:
+
+    gen  [B, G, S]   generated samples (carry the gradient)
+    pos  [B, P, S]   positives (data)
+    neg  [B, U, S]   extra negatives (e.g. unconditional real samples for CFG); optional
+
+The targets of every generated sample are ``[generated (stop-gradient), extra negatives, positives]``.
+With the default options the numerics are those of the authors' released ``drift_loss.py``
+(see ``shared/reference/official-numerics.md``); the keyword options reach the paper's variants.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+
+KERNEL_NORMS = ("both", "row", "none")
+TEMPERATURES = (0.02, 0.05, 0.2)
+
+
+def pairwise_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """[B, N, S] x [B, M, S] -> [B, N, M] L2 distances, in the dot-product form the released code uses."""
+    sq = (x * x).sum(-1)[:, :, None] + (y * y).sum(-1)[:, None, :] - 2.0 * torch.bmm(x, y.transpose(1, 2))
+    return sq.clamp_min(1e-8).sqrt()
+
+
+def _check_inputs(gen, pos, neg, weight_gen, weight_pos, weight_neg, temperatures, kernel_norm):
+    if gen.dim() != 3:
+        raise ValueError(f"gen must be [B, G, S]; got shape {tuple(gen.shape)}")
+    B, G, S = gen.shape
+    if G < 1 or S < 1:
+        raise ValueError(f"gen needs at least one sample and one feature dim; got shape {tuple(gen.shape)}")
+    for name, t in (("pos", pos), ("neg", neg)):
+        if t is None:
+            continue
+        if t.dim() != 3 or t.shape[0] != B or t.shape[2] != S:
+            raise ValueError(f"{name} must be [B={B}, n, S={S}] like gen [B, G, S]; got shape {tuple(t.shape)}")
+    if pos.shape[1] < 1:
+        raise ValueError("pos must hold at least one positive per group")
+    for name, w, t in (("weight_gen", weight_gen, gen), ("weight_pos", weight_pos, pos), ("weight_neg", weight_neg, neg)):
+        if w is None:
+            continue
+        if t is None:
+            raise ValueError(f"{name} was given but its samples are None")
+        if tuple(w.shape) != tuple(t.shape[:2]):
+            raise ValueError(f"{name} must be [B, n] = {tuple(t.shape[:2])}; got shape {tuple(w.shape)}")
+    if kernel_norm not in KERNEL_NORMS:
+        raise ValueError(f"kernel_norm must be one of {KERNEL_NORMS}; got {kernel_norm!r}")
+    if len(temperatures) == 0 or any(float(t) <= 0 for t in temperatures):
+        raise ValueError(f"temperatures must be a non-empty sequence of positive numbers; got {temperatures!r}")
+
+
+def _affinity(logits: torch.Tensor, kernel_norm: str, affinity_floor: float) -> torch.Tensor:
+    """Kernel weights from logits [B, G, T]; ``affinity_floor`` bounds the *squared* affinity from below."""
+    if kernel_norm == "both":  # softmax over targets and over generated samples, geometric mean (paper Alg. 2)
+        squared = logits.softmax(dim=-1) * logits.softmax(dim=-2)
+    elif kernel_norm == "row":  # softmax over targets only
+        squared = logits.softmax(dim=-1).square()
+    else:  # unnormalized kernel exp(-d / tau)
+        squared = (2.0 * logits).exp()
+    return squared.clamp_min(affinity_floor).sqrt() if affinity_floor > 0 else squared.sqrt()
+
+
+@torch.no_grad()
+def _drift(
+    gen: torch.Tensor,
+    pos: torch.Tensor,
+    neg: torch.Tensor | None,
+    weight_gen: torch.Tensor | None,
+    weight_pos: torch.Tensor | None,
+    weight_neg: torch.Tensor | None,
+    temperatures: Sequence[float],
+    kernel_norm: str,
+    attraction: float,
+    repulsion: float,
+    normalize_features: bool,
+    normalize_drift: bool,
+    affinity_floor: float,
+    self_mask: float,
+):
+    """Returns (coordinate scale, summed force in scaled coordinates [B, G, S], info). No gradient flows."""
+    gen = gen.detach().float()
+    B, G, S = gen.shape
+    if neg is None:
+        neg = gen.new_zeros(B, 0, S)
+    neg, pos = neg.float(), pos.float()
+    U = neg.shape[1]
+    ones = gen.new_ones
+    weights = torch.cat(
+        [
+            ones(B, G) if weight_gen is None else weight_gen.float(),
+            ones(B, U) if weight_neg is None else weight_neg.float(),
+            ones(B, pos.shape[1]) if weight_pos is None else weight_pos.float(),
+        ],
+        dim=1,
+    )
+    targets = torch.cat([gen, neg, pos], dim=1)  # [B, T, S]
+
+    dist = pairwise_distance(gen, targets)  # [B, G, T]
+    # One scalar over the whole call (all groups): the target-weighted mean distance (paper A.6, S_j).
+    scale = (dist * weights[:, None, :]).mean() / weights.mean()
+    if normalize_features:
+        coord_scale = (scale / S**0.5).clamp_min(1e-3)  # coordinates get mean distance ~ sqrt(S)
+        dist_normed = dist / scale.clamp_min(1e-3)  # so tau acts like the paper's tau * sqrt(S)
+    else:
+        coord_scale = scale.new_ones(())
+        dist_normed = dist
+    if self_mask:  # a generated sample neither attracts nor repels itself
+        dist_normed = dist_normed.clone()
+        dist_normed[:, :, :G].diagonal(dim1=1, dim2=2).add_(self_mask)
+    gen_scaled, targets_scaled = gen / coord_scale, targets / coord_scale
+
+    info = {"scale": scale}
+    force_sum = torch.zeros_like(gen_scaled)
+    for tau in temperatures:
+        affinity = _affinity(-dist_normed / tau, kernel_norm, affinity_floor) * weights[:, None, :]
+        aff_neg, aff_pos = affinity[:, :, : G + U], affinity[:, :, G + U :]
+        # Cross-weighting (paper Alg. 2): each positive is weighted by the total negative affinity and vice versa,
+        # so with attraction == repulsion the coefficients sum to zero and V vanishes when p == q.
+        coeff = torch.cat(
+            [
+                -repulsion * aff_neg * aff_pos.sum(-1, keepdim=True),
+                attraction * aff_pos * aff_neg.sum(-1, keepdim=True),
+            ],
+            dim=2,
+        )
+        force = torch.bmm(coeff, targets_scaled) - coeff.sum(-1, keepdim=True) * gen_scaled
+        sq_norm = force.square().mean()  # over the whole call
+        info[f"drift_sq_norm_{tau:g}"] = sq_norm
+        force_sum += force / sq_norm.clamp_min(1e-8).sqrt() if normalize_drift else force
+    return coord_scale, force_sum, info
+
+
+def drift_field(
+    gen: torch.Tensor,
+    pos: torch.Tensor,
+    neg: torch.Tensor | None = None,
+    *,
+    weight_gen: torch.Tensor | None = None,
+    weight_pos: torch.Tensor | None = None,
+    weight_neg: torch.Tensor | None = None,
+    temperatures: Sequence[float] = TEMPERATURES,
+    kernel_norm: str = "both",
+    attraction: float = 1.0,
+    repulsion: float = 1.0,
+    normalize_features: bool = True,
+    normalize_drift: bool = True,
+    affinity_floor: float = 1e-6,
+    self_mask: float = 100.0,
+) -> torch.Tensor:
+    """The drift V(x) of every generated sample, [B, G, S], in the units of ``gen`` (for analysis and plots).
+
+    ``gen + drift_field(...)`` is the frozen goal that :func:`drift_loss` regresses onto.
+    """
+    _check_inputs(gen, pos, neg, weight_gen, weight_pos, weight_neg, temperatures, kernel_norm)
+    coord_scale, force, _ = _drift(
+        gen, pos, neg, weight_gen, weight_pos, weight_neg, temperatures, kernel_norm,
+        attraction, repulsion, normalize_features, normalize_drift, affinity_floor, self_mask,
+    )
+    return force * coord_scale
+
+
+def drift_loss(
+    gen: torch.Tensor,
+    pos: torch.Tensor,
+    neg: torch.Tensor | None = None,
+    *,
+    weight_gen: torch.Tensor | None = None,
+    weight_pos: torch.Tensor | None = None,
+    weight_neg: torch.Tensor | None = None,
+    temperatures: Sequence[float] = TEMPERATURES,
+    kernel_norm: str = "both",
+    attraction: float = 1.0,
+    repulsion: float = 1.0,
+    normalize_features: bool = True,
+    normalize_drift: bool = True,
+    affinity_floor: float = 1e-6,
+    self_mask: float = 100.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Drifting loss ||x - stopgrad(x + V(x))||^2 per group.
+
+    Returns ``loss [B]`` (float32; mean over generated samples and feature dims of each group row) and an info
+    dict with the call's feature ``scale`` and, per temperature, ``drift_sq_norm_<tau>``: the mean squared drift
+    before drift normalization.
+
+    Options (defaults = the released code):
+      kernel_norm         'both' (softmax over targets and generated samples), 'row' (targets only), 'none' (Table 11)
+      attraction          factor on V+; repulsion factor on V- (Table 1's broken fields when they differ)
+      normalize_features  divide by the shared feature scale S (paper A.6); False works on raw coordinates
+      normalize_drift     divide each temperature's drift by its RMS before summing (paper A.6, lambda)
+      affinity_floor      lower bound of the squared affinity (1e-6 released; 0 turns it off). It pulls samples
+                          that are far from every positive toward the positives' centroid: turn it off when
+                          generated samples can start far from the data, or with few positives per group.
+      self_mask           added to the (normalized) self-distance of each generated sample
+    """
+    _check_inputs(gen, pos, neg, weight_gen, weight_pos, weight_neg, temperatures, kernel_norm)
+    coord_scale, force, info = _drift(
+        gen, pos, neg, weight_gen, weight_pos, weight_neg, temperatures, kernel_norm,
+        attraction, repulsion, normalize_features, normalize_drift, affinity_floor, self_mask,
+    )
+    gen_scaled = gen.float() / coord_scale
+    goal = gen_scaled.detach() + force
+    loss = (gen_scaled - goal).square().mean(dim=(1, 2))
+    return loss, info
+
+
+def _groups(x: torch.Tensor, key: str, name: str) -> tuple[torch.Tensor, int]:
+    """[B, N, S] or [B, N, L, S] (L locations sharing one scale) -> ([B * L, N, S], L)."""
+    if x.dim() == 3:
+        return x, 1
+    if x.dim() == 4:
+        B, N, L, S = x.shape
+        return x.permute(0, 2, 1, 3).reshape(B * L, N, S), L
+    raise ValueError(f"feature {key!r} of {name} must be [B, N, S] or [B, N, L, S]; got shape {tuple(x.shape)}")
+
+
+def _per_location(weight: torch.Tensor | None, L: int) -> torch.Tensor | None:
+    """Per-sample weights [B, N] -> [B * L, N], matching the group order of :func:`_groups`."""
+    return None if weight is None else weight.repeat_interleave(L, dim=0)
+
+
+def feature_drift_loss(
+    gen: Mapping[str, torch.Tensor],
+    pos: Mapping[str, torch.Tensor],
+    neg: Mapping[str, torch.Tensor] | None = None,
+    *,
+    weight_gen: torch.Tensor | None = None,
+    weight_pos: torch.Tensor | None = None,
+    weight_neg: torch.Tensor | None = None,
+    **options,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Drifting loss summed over named features (paper eq. 14), each key with its own scale.
+
+    Each value is [B, N, S], or [B, N, L, S] for L locations of one feature map that share a scale (paper A.6).
+    Per key the loss is averaged over its locations, then the keys are summed; returns ``loss [B]`` and an info
+    dict with ``<key>/scale``, ``<key>/drift_sq_norm_<tau>`` and ``<key>/loss``.
+    Weights are per sample, [B, N], and apply to every feature.
+    """
+    if set(gen) != set(pos) or (neg is not None and set(neg) != set(gen)):
+        raise ValueError(
+            f"feature keys differ: gen {sorted(gen)}, pos {sorted(pos)}" + ("" if neg is None else f", neg {sorted(neg)}")
+        )
+    if not gen:
+        raise ValueError("feature_drift_loss needs at least one feature")
+    total, info = None, {}
+    for key in gen:
+        g, L = _groups(gen[key], key, "gen")
+        p, Lp = _groups(pos[key], key, "pos")
+        n, Ln = _groups(neg[key], key, "neg") if neg is not None else (None, L)
+        if Lp != L or Ln != L:
+            raise ValueError(f"feature {key!r}: gen, pos and neg must have the same number of locations")
+        loss, key_info = drift_loss(
+            g, p, n,
+            weight_gen=_per_location(weight_gen, L), weight_pos=_per_location(weight_pos, L),
+            weight_neg=_per_location(weight_neg, L),
+            **options,
+        )
+        loss = loss.view(-1, L).mean(dim=1)
+        total = loss if total is None else total + loss
+        info.update({f"{key}/{name}": value for name, value in key_info.items()})
+        info[f"{key}/loss"] = loss.detach().mean()
+    return total, info
