@@ -1,0 +1,1 @@
+"""robomimic tasks (Lift, PickPlaceCan, ToolHang) on robosuite 1.4: envs, scripted experts, data generation."""
