@@ -49,6 +49,22 @@ class ReplayBuffer:
         return cls()
 
     @classmethod
+    def from_arrays(cls, data: dict[str, np.ndarray], episode_ends) -> ReplayBuffer:
+        """Wrap already-concatenated arrays (no copy) with their cumulative episode ends."""
+        ends = np.asarray(episode_ends, dtype=np.int64).reshape(-1)
+        if len(ends) and (ends[0] <= 0 or np.any(np.diff(ends) <= 0)):
+            raise ValueError(f"episode_ends must be strictly increasing positive indices, got {ends.tolist()}")
+        n_steps = int(ends[-1]) if len(ends) else 0
+        buffer = cls()
+        for key, array in data.items():
+            array = np.asarray(array)
+            if array.ndim == 0 or len(array) != n_steps:
+                raise ValueError(f"{key!r} has shape {array.shape}; episode_ends says there are {n_steps} steps")
+            buffer._data[key] = array
+        buffer._episode_ends = ends.tolist()
+        return buffer
+
+    @classmethod
     def copy_from_path(cls, path: str | os.PathLike, keys: list[str] | None = None) -> ReplayBuffer:
         """Load a zarr directory or ``.zarr.zip`` into memory; ``keys`` selects data keys."""
         path = Path(path)
@@ -66,22 +82,14 @@ class ReplayBuffer:
             unknown = [k for k in keys if k not in available]
             if unknown:
                 raise ValueError(f"{path}: unknown data key(s) {unknown}; available keys: {available}")
-            episode_ends = np.asarray(group["meta"]["episode_ends"][:], dtype=np.int64)
-            buffer = cls()
-            buffer._episode_ends = episode_ends.tolist()
-            n_steps = buffer.n_steps
-            for key in keys:
-                array = np.asarray(group["data"][key][:])
-                if array.ndim == 0 or len(array) != n_steps:
-                    raise ValueError(
-                        f"{path}: data/{key} has shape {array.shape}, but meta/episode_ends "
-                        f"says there are {n_steps} steps"
-                    )
-                buffer._data[key] = array
+            arrays = {key: group["data"][key][:] for key in keys}
+            try:
+                return cls.from_arrays(arrays, group["meta"]["episode_ends"][:])
+            except ValueError as error:
+                raise ValueError(f"{path}: {error}") from None
         finally:
             if store is not None:
                 store.close()
-        return buffer
 
     # ------------------------------------------------------------------ sizes
     @property
