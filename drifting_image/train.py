@@ -1,0 +1,338 @@
+"""Train a class-conditional one-step image generator with the drifting loss (paper A.9).
+
+Each step, on each rank:
+1. draw N_c class labels and a CFG scale alpha per label (density proportional to alpha^-k on [1, 4]);
+2. generate G samples per label from noise, the label and alpha;
+3. draw P positives of each label from the per-class queue and U unconditional negatives from the global queue,
+   the latter weighted by w(alpha) = (alpha - 1)(G - 1) / U;
+4. extract multi-scale features of all three with the frozen MAE (gradients flow through it to the generator);
+5. the drifting loss per (label, feature) group, summed over features; AdamW, gradient clipping, EMA.
+Real samples are pushed into the queues from a shuffled stream over the dataset (paper A.8).
+
+Under torchrun each rank draws its own labels, so every class group lives on one rank and the drifting loss
+needs no communication; DDP averages the gradients. Checkpoints are written atomically and hold everything for
+an exact resume (models, EMA, optimizer, queue, data stream, random states, step).
+
+    python -m drifting_image.train --config configs/image/mnist_tiny.yaml steps=200 out_dir=runs/mnist
+    torchrun --nproc_per_node 8 -m drifting_image.train --config configs/image/latent_ablation.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.distributed as dist
+from omegaconf import OmegaConf
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from drifting import EMA, SampleQueue, feature_drift_loss, sample_cfg_alpha, unconditional_weight
+from drifting_image import checkpoint
+from drifting_image.data import SampleStream, load_dataset
+from drifting_image.features import image_features
+from drifting_image.generator import DriftingDiT, build_generator
+from drifting_image.mae import ResNetMAE
+from drifting_image.sample import save_grid
+
+
+@dataclass
+class TrainConfig:
+    data: str = "mnist"  # 'mnist' or an .npz file (see drifting_image.data)
+    num_classes: int = 10
+    out_dir: str = "runs/image"
+    seed: int = 0
+
+    # Models. mae_checkpoint=None uses only the 'global' feature (the vanilla loss without phi).
+    generator: str = "T/4"
+    generator_overrides: dict[str, Any] = field(default_factory=dict)
+    mae_checkpoint: Optional[str] = None
+    feature_patch_sizes: list[int] = field(default_factory=lambda: [2, 4])
+    feature_every_k_block: int = 2
+
+    # Drifting loss (per rank): N_c labels, G generated, P positives, U unconditional negatives per label.
+    classes_per_step: int = 10
+    gen_per_class: int = 16
+    pos_per_class: int = 16
+    unc_per_class: int = 8  # 0 trains without CFG
+    alpha_power: float = 3.0
+    alpha_max: float = 4.0
+    p_alpha_one: float = 0.0
+    temperatures: list[float] = field(default_factory=lambda: [0.02, 0.05, 0.2])
+    affinity_floor: float = 1e-6
+
+    # Sample queue (paper A.8).
+    queue_per_class: int = 128
+    queue_global: int = 1000
+    push_per_step: int = 64
+
+    # Optimization.
+    steps: int = 1000
+    lr: float = 2e-4
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    warmup_steps: int = 100
+    grad_clip: float = 2.0
+    ema_decay: float = 0.999
+
+    # Bookkeeping.
+    log_every: int = 10
+    save_every: int = 500
+    sample_alphas: list[float] = field(default_factory=lambda: [1.0, 2.0])
+    wandb: str = "disabled"  # 'disabled', 'offline' or 'online'
+
+
+def load_config(path: str | None, overrides: list[str]) -> TrainConfig:
+    schema = OmegaConf.structured(TrainConfig)
+    parts = [schema] + ([OmegaConf.load(path)] if path else []) + [OmegaConf.from_dotlist(overrides)]
+    return OmegaConf.to_object(OmegaConf.merge(*parts))
+
+
+def load_encoder(path: str, device: torch.device) -> ResNetMAE:
+    """The EMA weights of an MAE checkpoint written by ``drifting_image.train_mae``, frozen."""
+    state = checkpoint.load(path)
+    if "ema" not in state or "mae_kwargs" not in state:
+        raise KeyError(f"{path}: not an MAE checkpoint (expected keys 'ema' and 'mae_kwargs')")
+    mae = ResNetMAE(**state["mae_kwargs"])
+    mae.load_state_dict(state["ema"]["model"])
+    return mae.to(device).eval().requires_grad_(False)
+
+
+def grouped(features: dict[str, torch.Tensor], groups: int) -> dict[str, torch.Tensor]:
+    """[groups * N, L, C] per key -> [groups, N, L, C], the layout of ``feature_drift_loss``."""
+    return {k: v.view(groups, -1, *v.shape[1:]) for k, v in features.items()}
+
+
+def drifting_loss(
+    cfg: TrainConfig,
+    model: torch.nn.Module,
+    encoder: ResNetMAE | None,
+    queue: SampleQueue,
+    rng: torch.Generator,
+    device: torch.device,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """One step's loss (a scalar), the loss's info dict and the generated samples (detached).
+
+    ``model`` is the generator, possibly DDP-wrapped. All randomness comes from the CPU generator ``rng``, so
+    a run is reproducible and resumable regardless of the device.
+    """
+    generator: DriftingDiT = model.module if isinstance(model, DistributedDataParallel) else model
+    Nc, G, P, U = cfg.classes_per_step, cfg.gen_per_class, cfg.pos_per_class, cfg.unc_per_class
+    if Nc <= cfg.num_classes:
+        labels = torch.randperm(cfg.num_classes, generator=rng)[:Nc]
+    else:
+        labels = torch.randint(cfg.num_classes, (Nc,), generator=rng)
+    if U > 0:
+        alpha = sample_cfg_alpha(Nc, k=cfg.alpha_power, alpha_max=cfg.alpha_max, p_alpha_one=cfg.p_alpha_one,
+                                 generator=rng)
+    else:
+        alpha = torch.ones(Nc)
+    positives = queue.sample_class(labels, P, generator=rng)
+    reals = positives if U == 0 else torch.cat([positives, queue.sample_global(Nc, U, generator=rng)], dim=1)
+    noise = torch.randn(Nc * G, *generator.sample_shape, generator=rng)
+    style = generator.draw_style(Nc * G, generator=rng)
+
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    feature_options = dict(patch_sizes=tuple(cfg.feature_patch_sizes), every_k_block=cfg.feature_every_k_block)
+    with autocast:
+        with torch.no_grad():
+            real = grouped(image_features(reals.flatten(0, 1).to(device), encoder, **feature_options), Nc)
+        samples = model(noise.to(device), labels.repeat_interleave(G).to(device),
+                        alpha.repeat_interleave(G).to(device), style.to(device))
+        generated = grouped(image_features(samples, encoder, **feature_options), Nc)
+
+    pos = {k: v[:, :P] for k, v in real.items()}
+    neg, weight_neg = None, None
+    if U > 0:
+        neg = {k: v[:, P:] for k, v in real.items()}
+        weight_neg = unconditional_weight(alpha, G, U).to(device)[:, None].expand(Nc, U)
+    loss, info = feature_drift_loss(generated, pos, neg, weight_neg=weight_neg,
+                                    temperatures=tuple(cfg.temperatures), affinity_floor=cfg.affinity_floor)
+    info["alpha"] = alpha.mean()
+    return loss.mean(), info, samples.detach()
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up to cfg.lr, then constant (as the released configs)."""
+    return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+
+
+def setup_distributed() -> tuple[int, int, torch.device]:
+    """(rank, world size, device); initializes the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    if world > 1:
+        dist.init_process_group("nccl" if cuda else "gloo")
+    rank = dist.get_rank() if world > 1 else 0
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+class Trainer:
+    """Holds the run's state; ``run()`` trains to cfg.steps, resuming from out_dir if a checkpoint is there."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.rank, self.world, self.device = setup_distributed()
+        self.out_dir = Path(cfg.out_dir)
+
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        self.generator = build_generator(cfg.generator, num_classes=cfg.num_classes,
+                                         **cfg.generator_overrides).to(self.device)
+        self.ema = EMA(self.generator, cfg.ema_decay)
+        self.model = self.generator
+        if self.world > 1:
+            self.model = DistributedDataParallel(self.generator, device_ids=[self.device.index] if
+                                                 self.device.type == "cuda" else None)
+        self.optimizer = torch.optim.AdamW(self.generator.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
+                                           weight_decay=cfg.weight_decay)
+        self.encoder = load_encoder(cfg.mae_checkpoint, self.device) if cfg.mae_checkpoint else None
+
+        images, labels = load_dataset(cfg.data)
+        if tuple(images.shape[1:]) != self.generator.sample_shape:
+            raise ValueError(f"dataset {cfg.data!r} has samples {tuple(images.shape[1:])} but generator "
+                             f"{cfg.generator} makes {self.generator.sample_shape}")
+        if labels.max() >= cfg.num_classes:
+            raise ValueError(f"dataset {cfg.data!r} has label {int(labels.max())} >= num_classes={cfg.num_classes}")
+        self.stream = SampleStream(images, labels, seed=cfg.seed + 1 + self.rank)
+        self.queue = SampleQueue(cfg.num_classes, images.shape[1:], cfg.queue_per_class, cfg.queue_global)
+        self.rng = torch.Generator().manual_seed(cfg.seed + 1000 * (self.rank + 1))
+        self.step = 0
+        self.sample_noise = torch.randn(cfg.num_classes, *self.generator.sample_shape,
+                                        generator=torch.Generator().manual_seed(cfg.seed))
+
+    # -- checkpoints --------------------------------------------------------------------------------------
+    def shared_path(self) -> Path:
+        return self.out_dir / "checkpoint.pt"
+
+    def rank_path(self, rank: int) -> Path:
+        return self.out_dir / f"rank_state_{rank}.pt"
+
+    def save(self) -> None:
+        if self.rank == 0:
+            checkpoint.atomic_save({
+                "step": self.step, "config": asdict(self.cfg), "generator": self.generator.state_dict(),
+                "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
+            }, self.shared_path())
+        checkpoint.atomic_save({
+            "step": self.step, "queue": self.queue.state_dict(), "stream": self.stream.state_dict(),
+            "rng": self.rng.get_state(), "global_rng": checkpoint.global_rng_state(),
+        }, self.rank_path(self.rank))
+        if self.world > 1:
+            dist.barrier()
+
+    def resume(self) -> bool:
+        if not self.shared_path().is_file():
+            return False
+        shared, local = checkpoint.load(self.shared_path()), checkpoint.load(self.rank_path(self.rank))
+        if shared["step"] != local["step"]:
+            raise RuntimeError(f"{self.shared_path()} is at step {shared['step']} but {self.rank_path(self.rank)} "
+                               f"at step {local['step']}: the run stopped while saving")
+        self.generator.load_state_dict(shared["generator"])
+        self.ema.load_state_dict(shared["ema"])
+        self.optimizer.load_state_dict(shared["optimizer"])
+        self.queue.load_state_dict(local["queue"])
+        self.stream.load_state_dict(local["stream"])
+        self.rng.set_state(local["rng"])
+        checkpoint.set_global_rng_state(local["global_rng"])
+        self.step = int(shared["step"])
+        return True
+
+    # -- training -----------------------------------------------------------------------------------------
+    def fill_queue(self) -> None:
+        """Push real samples until every class holds P and the global ring holds U (at the start of a run)."""
+        cfg = self.cfg
+        need = min(cfg.pos_per_class, cfg.queue_per_class)
+        for _ in range(10_000):
+            counts = [self.queue.count(c) for c in range(cfg.num_classes)]
+            if min(counts) >= need and min(self.queue.global_count, cfg.queue_global) >= cfg.unc_per_class:
+                return
+            self.queue.push(*self.stream.next(cfg.push_per_step))
+        raise RuntimeError(f"could not queue {need} samples of every class; is each of the {cfg.num_classes} "
+                           f"classes present in {cfg.data!r}?")
+
+    def train_step(self) -> dict[str, float]:
+        cfg = self.cfg
+        self.queue.push(*self.stream.next(cfg.push_per_step))
+        lr = learning_rate(cfg, self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        loss, info, samples = drifting_loss(cfg, self.model, self.encoder, self.queue, self.rng, self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.generator.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.ema.update(self.generator)
+        self.step += 1
+        return {"loss": loss.item(), "grad_norm": grad_norm.item(), "lr": lr,
+                "sample_rms": samples.float().square().mean().sqrt().item(),
+                **{k: float(v) for k, v in info.items()}}
+
+    @torch.no_grad()
+    def save_samples(self) -> None:
+        """A grid from the EMA generator: one row per CFG scale in cfg.sample_alphas, one column per class."""
+        ema = self.ema.model
+        labels = torch.arange(self.cfg.num_classes, device=self.device)
+        style = ema.draw_style(len(labels), generator=torch.Generator().manual_seed(self.cfg.seed)).to(self.device)
+        rows = [ema(self.sample_noise.to(self.device), labels, alpha, style) for alpha in self.cfg.sample_alphas]
+        save_grid(torch.cat(rows).cpu(), self.out_dir / f"samples_{self.step:07d}.png", ncol=len(labels))
+
+    def run(self) -> None:
+        cfg = self.cfg
+        if not self.resume():
+            self.fill_queue()
+        logger = self._open_logger()
+        bar = tqdm(range(self.step, cfg.steps), initial=self.step, total=cfg.steps, disable=self.rank != 0)
+        for _ in bar:
+            metrics = self.train_step()
+            if self.rank == 0 and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", gnorm=f"{metrics['grad_norm']:.3f}")
+                logger(metrics)
+            if self.step % cfg.save_every == 0 or self.step == cfg.steps:
+                self.save()
+                if self.rank == 0:
+                    self.save_samples()
+        if self.world > 1:
+            dist.destroy_process_group()
+
+    def _open_logger(self):
+        """metrics.jsonl in out_dir (rank 0), plus wandb when cfg.wandb is 'offline' or 'online'."""
+        if self.rank != 0:
+            return lambda metrics: None
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        run = None
+        if self.cfg.wandb != "disabled":
+            import wandb
+
+            run = wandb.init(mode=self.cfg.wandb, dir=str(self.out_dir), config=asdict(self.cfg), resume="allow")
+        path = self.out_dir / "metrics.jsonl"
+
+        def log(metrics: dict[str, float]) -> None:
+            headline = {k: metrics[k] for k in ("loss", "grad_norm", "lr", "sample_rms", "alpha")}
+            with open(path, "a") as f:
+                f.write(json.dumps({"step": self.step, **headline}) + "\n")
+            if run is not None:
+                run.log(metrics, step=self.step)
+
+        return log
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML file with TrainConfig fields")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=100 out_dir=runs/x")
+    args = parser.parse_args(argv)
+    Trainer(load_config(args.config, args.overrides)).run()
+
+
+if __name__ == "__main__":
+    main()

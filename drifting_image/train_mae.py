@@ -1,0 +1,139 @@
+"""Pre-train the ResNet MAE feature encoder (paper A.3), optionally ending with the classification fine-tune.
+
+Masked reconstruction with AdamW and EMA; during the last ``finetune_steps`` steps the loss becomes
+lambda * cross-entropy + (1 - lambda) * reconstruction, lambda ramping linearly from 0 to ``finetune_lambda``
+over ``finetune_warmup`` steps. The checkpoint (out_dir/checkpoint.pt) is what ``drifting_image.train`` loads as
+``mae_checkpoint``; the drifting loss uses its EMA weights. Single process; resumes exactly from out_dir.
+
+    python -m drifting_image.train_mae --config configs/image/mae_mnist_tiny.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from drifting import EMA
+from drifting_image import checkpoint
+from drifting_image.data import SampleStream, load_dataset
+from drifting_image.mae import MAE_SIZES, build_mae, classification_weight
+
+
+@dataclass
+class MAETrainConfig:
+    data: str = "mnist"
+    num_classes: int = 10
+    out_dir: str = "runs/image/mae"
+    seed: int = 0
+    mae: str = "tiny"
+    mae_overrides: dict[str, Any] = field(default_factory=dict)
+
+    steps: int = 2000
+    batch_size: int = 128
+    lr: float = 4e-3
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    warmup_steps: int = 200
+    grad_clip: float = 2.0
+    ema_decay: float = 0.9995
+    finetune_steps: int = 0
+    finetune_warmup: int = 1000
+    finetune_lambda: float = 0.1
+
+    log_every: int = 20
+    save_every: int = 500
+
+
+class MAETrainer:
+    def __init__(self, cfg: MAETrainConfig):
+        self.cfg = cfg
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.out_dir = Path(cfg.out_dir)
+        torch.manual_seed(cfg.seed)
+        self.mae = build_mae(cfg.mae, num_classes=cfg.num_classes, **cfg.mae_overrides).to(self.device)
+        self.mae_kwargs = {**vars(MAE_SIZES[cfg.mae]), "num_classes": cfg.num_classes, **cfg.mae_overrides}
+        self.ema = EMA(self.mae, cfg.ema_decay)
+        self.optimizer = torch.optim.AdamW(self.mae.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
+                                           weight_decay=cfg.weight_decay)
+        self.stream = SampleStream(*load_dataset(cfg.data), seed=cfg.seed + 1)
+        self.rng = torch.Generator().manual_seed(cfg.seed + 2)
+        self.step = 0
+
+    def path(self) -> Path:
+        return self.out_dir / "checkpoint.pt"
+
+    def save(self) -> None:
+        checkpoint.atomic_save({
+            "step": self.step, "config": asdict(self.cfg), "mae_kwargs": self.mae_kwargs,
+            "mae": self.mae.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "stream": self.stream.state_dict(), "rng": self.rng.get_state(),
+            "global_rng": checkpoint.global_rng_state(),
+        }, self.path())
+
+    def resume(self) -> None:
+        if not self.path().is_file():
+            return
+        state = checkpoint.load(self.path())
+        self.mae.load_state_dict(state["mae"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.stream.load_state_dict(state["stream"])
+        self.rng.set_state(state["rng"])
+        checkpoint.set_global_rng_state(state["global_rng"])
+        self.step = int(state["step"])
+
+    def train_step(self) -> dict[str, float]:
+        cfg = self.cfg
+        images, labels = self.stream.next(cfg.batch_size)
+        lr = cfg.lr * min(1.0, (self.step + 1) / max(1, cfg.warmup_steps))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        lambda_cls = classification_weight(self.step, finetune_start=cfg.steps - cfg.finetune_steps,
+                                           warmup=cfg.finetune_warmup, final=cfg.finetune_lambda)
+        self.mae.train()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            # The mask is drawn on the CPU generator so that runs are reproducible on any device.
+            loss, metrics = self.mae(images.to(self.device), labels.to(self.device), lambda_cls=lambda_cls,
+                                     generator=self.rng if self.device.type == "cpu" else None)
+        loss = loss.mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.mae.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.ema.update(self.mae)
+        self.step += 1
+        return {"loss": loss.item(), "grad_norm": grad_norm.item(), "lr": lr, "lambda_cls": lambda_cls,
+                **{k: v.float().mean().item() for k, v in metrics.items()}}
+
+    def run(self) -> None:
+        self.resume()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        bar = tqdm(range(self.step, self.cfg.steps), initial=self.step, total=self.cfg.steps)
+        for _ in bar:
+            metrics = self.train_step()
+            if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
+                bar.set_postfix(recon=f"{metrics['recon_loss']:.4f}")
+                with open(self.out_dir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps({"step": self.step, **metrics}) + "\n")
+            if self.step % self.cfg.save_every == 0 or self.step == self.cfg.steps:
+                self.save()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML file with MAETrainConfig fields")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides")
+    args = parser.parse_args(argv)
+    parts = [OmegaConf.structured(MAETrainConfig)] + ([OmegaConf.load(args.config)] if args.config else [])
+    MAETrainer(OmegaConf.to_object(OmegaConf.merge(*parts, OmegaConf.from_dotlist(args.overrides)))).run()
+
+
+if __name__ == "__main__":
+    main()
