@@ -122,15 +122,12 @@ class SequenceDataset(Dataset):
             self.obs_types = {name: meta.get("type", "low_dim") for name, meta in obs_meta.items()}
         needed = sorted({spec.key for specs in self.obs_specs.values() for spec in specs} | {self.action_spec.key})
 
-        if isinstance(data, ReplayBuffer):
-            missing = [key for key in needed if key not in data]
-            if missing:
-                raise ValueError(f"{self.source}: unknown data key(s) {missing}; available keys: {sorted(data.keys())}")
-            source = data
-        else:
-            source = ReplayBuffer.copy_from_path(data, keys=needed)
+        source = data if isinstance(data, ReplayBuffer) else ReplayBuffer.copy_from_path(data, keys=needed)
         if source.n_episodes == 0:
             raise ValueError(f"{self.source}: the replay buffer has no episodes")
+        missing = [key for key in needed if key not in source]
+        if missing:
+            raise ValueError(f"{self.source}: unknown data key(s) {missing}; available keys: {sorted(source.keys())}")
         self.replay_buffer = ReplayBuffer.from_arrays(self._fields(source), source.episode_ends)
 
         val_mask = get_val_mask(source.n_episodes, val_ratio, seed=seed)
