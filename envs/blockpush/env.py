@@ -153,6 +153,10 @@ class XArmPusher:
             jointAxis=(0, 0, 0), parentFramePosition=(0, 0, 0), childFramePosition=(0, 0, 0),
         )
         client.changeConstraint(constraint, maxForce=PUSHER_MAX_FORCE)
+        # The pusher is mounted on the flange: contacts between the two would only fight the constraint.
+        for link in range(-1, client.getNumJoints(self.arm)):
+            client.setCollisionFilterPair(self.arm, self.pusher, link, -1, 0)
+            client.setCollisionFilterPair(self.arm, self.pusher, link, 0, 0)
 
     def reset_joints(self, positions):
         for j, q in zip(self._joints, positions):
@@ -196,8 +200,10 @@ class BlockPushMultimodalEnv(gym.Env):
     `reset(seed=...)` samples IBC's initial-state distribution; `reset(options={"state": s})` starts from a
     `get_state()` vector instead. `set_state(s)` teleports the scene in the middle of an episode and keeps
     the episode's reward bookkeeping. `info` carries the event steps DP logs (first move of each block,
-    first entry of each block into each zone) and the episode's mode: `assignment` (zone of the first
-    block at success, -1 before) and `first_block` (the block that entered a zone first, -1 before).
+    first entry of each block into each zone), DP's running phase metrics of the episode (`score`, `p1`,
+    `p2`, see `phase_metrics`) and the episode's mode: `assignment` (zone of the first block at success,
+    -1 before) and `first_block` (the block that entered a zone first, -1 before). A vector runner can set
+    the attribute `reset_state` (a `get_state()` vector, or None) to make seeded resets start from it.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
@@ -206,6 +212,7 @@ class BlockPushMultimodalEnv(gym.Env):
         self.max_episode_steps = max_episode_steps
         self.render_size = render_size
         self.render_mode = render_mode
+        self.reset_state = None
         self.action_space = gym.spaces.Box(-MAX_ACTION, MAX_ACTION, shape=(2,), dtype=np.float32)
         self.observation_space = gym.spaces.Box(-5.0, 5.0, shape=(OBS_DIM,), dtype=np.float32)
 
@@ -213,8 +220,11 @@ class BlockPushMultimodalEnv(gym.Env):
         self._client.setAdditionalSearchPath(pybullet_data.getDataPath())
         self._client.setGravity(0, 0, -9.8)
         self._client.setTimeStep(1.0 / PHYSICS_HZ)
-        self._client.loadURDF("plane.urdf", [0, 0, -0.001])
+        plane = self._client.loadURDF("plane.urdf", [0, 0, -0.001])
         self._robot = XArmPusher(self._client)
+        # The arm's base stands on the table; its contacts there do nothing but cost time.
+        for link in range(-1, self._client.getNumJoints(self._robot.arm)):
+            self._client.setCollisionFilterPair(plane, self._robot.arm, -1, link, 0)
         self._zones = [self._make_zone(color) for color in ZONE_COLORS]
         self._blocks = [self._make_block(color, i) for i, color in enumerate(BLOCK_COLORS)]
         self._effector_target = np.array(EFFECTOR_START_XY, dtype=np.float64)
@@ -244,12 +254,14 @@ class BlockPushMultimodalEnv(gym.Env):
         self._moved_step = np.full(2, -1, dtype=np.int64)
         self._entered_step = np.full((2, 2), -1, dtype=np.int64)  # [block, zone]
         self._assignment = -1
+        self._rewards_seen = {0.0}
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
         self._client.restoreState(self._snapshot)
-        if options is not None and "state" in options:
-            self._apply_state(options["state"], where="reset(options={'state': ...})")
+        state = (options or {}).get("state", self.reset_state)
+        if state is not None:
+            self._apply_state(state, where="reset (initial state)")
         else:
             self._sample_scene()
             self._effector_target = np.array(EFFECTOR_START_XY, dtype=np.float64)
@@ -298,6 +310,7 @@ class BlockPushMultimodalEnv(gym.Env):
         self._record_events(block_xy, self._entered & ~entered_before)
         if assignment >= 0:
             self._assignment = assignment
+        self._rewards_seen.add(reward)
         terminated = reward >= SUCCESS_REWARD
         truncated = not terminated and self._steps >= self.max_episode_steps
         return self._observation(), float(reward), terminated, truncated, self._info()
@@ -309,6 +322,7 @@ class BlockPushMultimodalEnv(gym.Env):
 
     def _info(self):
         return {
+            **phase_metrics(sorted(self._rewards_seen)),
             "block_moved_step": self._moved_step.copy(),
             "block_entered_step": self._entered_step.copy(),
             "assignment": self._assignment,
