@@ -112,7 +112,7 @@ class SingleFieldLinearNormalizer(_ShapeFromStateDict):
     def unnormalize(self, x) -> torch.Tensor:
         return self._affine(x, forward=False)
 
-    def __call__(self, x) -> torch.Tensor:
+    def forward(self, x) -> torch.Tensor:
         return self.normalize(x)
 
     def _affine(self, x, forward: bool) -> torch.Tensor:
@@ -170,7 +170,7 @@ class LinearNormalizer(nn.Module):
     def unnormalize(self, x):
         return self._map(x, lambda field, value: field.unnormalize(value))
 
-    def __call__(self, x):
+    def forward(self, x):
         return self.normalize(x)
 
     def _map(self, x, fn):

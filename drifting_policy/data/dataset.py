@@ -59,14 +59,12 @@ class KeySpec:
         if match is None:
             raise ValueError(f"bad key spec {spec!r}; expected 'key' or 'key[start:stop]'")
         key, start, stop = match.groups()
-        as_int = lambda s: int(s) if s else None  # noqa: E731
-        return cls(key, as_int(start), as_int(stop), sliced="[" in spec)
+        return cls(key, int(start) if start else None, int(stop) if stop else None, sliced="[" in spec)
 
     def __str__(self) -> str:
         if not self.sliced:
             return self.key
-        fmt = lambda i: "" if i is None else str(i)  # noqa: E731
-        return f"{self.key}[{fmt(self.start)}:{fmt(self.stop)}]"
+        return f"{self.key}[{'' if self.start is None else self.start}:{'' if self.stop is None else self.stop}]"
 
     def read_flat(self, buffer: ReplayBuffer) -> np.ndarray:
         """(N, D) float32: every frame flattened, then sliced."""
