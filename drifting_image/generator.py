@@ -238,7 +238,7 @@ class DriftingDiT(nn.Module):
 
     def conditioning(self, labels: torch.Tensor, alpha: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         """[B, hidden] conditioning vector from class labels, CFG scales and style indices."""
-        if labels.min() < 0 or labels.max() >= self.num_classes:
+        if not labels.is_meta and (labels.min() < 0 or labels.max() >= self.num_classes):
             raise ValueError(f"labels must lie in [0, {self.num_classes}); got [{labels.min()}, {labels.max()}]")
         if style.shape != (labels.shape[0], self.num_style):
             raise ValueError(f"style must be [{labels.shape[0]}, {self.num_style}]; got {tuple(style.shape)}")
