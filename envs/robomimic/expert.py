@@ -76,6 +76,16 @@ class Expert:
                 return
             yield servo_action(pos, mat, target_pos, target_mat, gripper, gain)
 
+    def carry_to(self, body_id: int, target_pos, target_mat, tol: float = 0.01, max_steps: int = 120, gain=1.0):
+        """Servo a grasped body's position to ``target_pos`` (closed loop on the body, so a slip
+        in the fingers does not shift where it ends up), keeping the wrist at ``target_mat``."""
+        for _ in range(max_steps):
+            pos, mat = self.eef_pose()
+            body_pos, _ = self.body_pose(body_id)
+            if np.linalg.norm(target_pos - body_pos) < tol:
+                return
+            yield servo_action(pos, mat, pos + target_pos - body_pos, target_mat, CLOSED, gain)
+
     def hold(self, target_pos, target_mat, gripper: float, steps: int):
         for _ in range(steps):
             pos, mat = self.eef_pose()
@@ -106,7 +116,41 @@ class LiftExpert(Expert):
         yield from self.hold(lift, grasp_mat, CLOSED, steps=200)
 
 
-EXPERTS = {"lift": LiftExpert}
+class CanExpert(Expert):
+    """Top-down grasp of the upright can, carry above the bin walls, lower into the target
+    quadrant, release and withdraw (success needs the gripper away from the can)."""
+
+    CARRY_HEIGHT = 1.0  # can centre while carrying, clear of both bins' walls
+    RELEASE_HEIGHT = 0.91  # can centre when released, just above the goal bin's floor
+    # Release points inside the goal quadrant (x 0.10-0.295, y 0.28-0.525), on the side near
+    # the robot: its far corner is at the edge of the Panda's reach.
+    RELEASE_X, RELEASE_Y = (0.13, 0.19), (0.31, 0.37)
+
+    def plan(self):
+        can_id = self.base.obj_body_id["Can"]
+        can_pos, _ = self.body_pose(can_id)
+        _, eef_mat = self.eef_pose()
+        grasp_mat = rot_z(self.rng.uniform(-0.6, 0.6)) @ eef_mat  # the can is round: any wrist yaw
+        offset = np.array([*self.rng.uniform(-0.006, 0.006, 2), self.rng.uniform(-0.01, 0.01)])
+        yield from self.move_to(can_pos + offset + [0, 0, self.rng.uniform(0.08, 0.14)], grasp_mat, OPEN, tol=0.02)
+        yield from self.move_to(can_pos + offset, grasp_mat, OPEN, tol=0.006, max_steps=60, gain=0.6)
+        grasp_pos, _ = self.eef_pose()
+        yield from self.hold(grasp_pos, grasp_mat, CLOSED, steps=int(self.rng.integers(6, 10)))
+
+        goal = np.array([self.rng.uniform(*self.RELEASE_X), self.rng.uniform(*self.RELEASE_Y)])
+        can_pos, _ = self.body_pose(can_id)
+        carry = self.CARRY_HEIGHT + self.rng.uniform(-0.01, 0.03)
+        yield from self.carry_to(can_id, np.array([*can_pos[:2], carry]), grasp_mat, tol=0.03)
+        # Rotate the wrist on the way when it helps variety; the can does not care.
+        carry_mat = rot_z(self.rng.uniform(-0.3, 0.3)) @ grasp_mat
+        yield from self.carry_to(can_id, np.array([*goal, carry]), carry_mat, tol=0.02, max_steps=150)
+        yield from self.carry_to(can_id, np.array([*goal, self.RELEASE_HEIGHT]), carry_mat, tol=0.015, max_steps=60)
+        release_pos, _ = self.eef_pose()
+        yield from self.hold(release_pos, carry_mat, OPEN, steps=int(self.rng.integers(5, 9)))
+        yield from self.hold(release_pos + [0, 0, self.rng.uniform(0.08, 0.15)], carry_mat, OPEN, steps=200)
+
+
+EXPERTS = {"lift": LiftExpert, "can": CanExpert}
 
 
 @dataclass
