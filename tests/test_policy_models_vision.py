@@ -145,7 +145,8 @@ def test_shared_rgb_model_matches_encoding_each_camera():
     assert count_parameters(encoder) < count_parameters(separate)
     obs = random_obs(ROBOMIMIC_META, 3)
     out = encoder(obs)
-    expected = torch.cat([encoder.rgb_encoder(obs["agentview_image"]), encoder.rgb_encoder(obs["robot0_eye_in_hand_image"])], -1)
+    cameras = ["agentview_image", "robot0_eye_in_hand_image"]
+    expected = torch.cat([encoder.rgb_encoder(obs[key]) for key in cameras], dim=-1)
     assert torch.allclose(out[:, :128], expected, atol=1e-5)
     assert out.shape == (3, encoder.out_dim)
 

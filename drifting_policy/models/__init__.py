@@ -3,5 +3,6 @@
 from drifting_policy.models.common import count_parameters
 from drifting_policy.models.transformer import ActionTransformer
 from drifting_policy.models.unet1d import ConditionalUnet1D
+from drifting_policy.models.vision import MultiImageObsEncoder, RgbEncoder
 
-__all__ = ["ActionTransformer", "ConditionalUnet1D", "count_parameters"]
+__all__ = ["ActionTransformer", "ConditionalUnet1D", "MultiImageObsEncoder", "RgbEncoder", "count_parameters"]

@@ -89,7 +89,8 @@ class SpatialSoftmax(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if tuple(features.shape[1:]) != self.in_shape:
-            raise ValueError(f"SpatialSoftmax expects (B, {', '.join(map(str, self.in_shape))}), got {tuple(features.shape)}")
+            expected = ", ".join(map(str, self.in_shape))
+            raise ValueError(f"SpatialSoftmax expects (B, {expected}), got {tuple(features.shape)}")
         logits = self.keypoint_maps(features).flatten(2)  # (B, K, H*W)
         attention = torch.softmax(logits / self.temperature, dim=-1)
         keypoints = attention @ self.grid  # (B, K, 2): expected x, y
@@ -107,7 +108,9 @@ class ImageCrop(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         n, _, h, w = images.shape
         if h < self.height or w < self.width:
-            raise ValueError(f"ImageCrop: cannot crop {self.height}x{self.width} from images of shape {tuple(images.shape)}")
+            raise ValueError(
+                f"ImageCrop: cannot crop {self.height}x{self.width} from images of shape {tuple(images.shape)}"
+            )
         if not self.training:
             top, left = round((h - self.height) / 2), round((w - self.width) / 2)
             return images[:, :, top : top + self.height, left : left + self.width]
@@ -145,7 +148,8 @@ class RgbEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4 or tuple(images.shape[1:]) != self.input_shape:
-            raise ValueError(f"RgbEncoder expects images (N, {', '.join(map(str, self.input_shape))}), got {tuple(images.shape)}")
+            expected = ", ".join(map(str, self.input_shape))
+            raise ValueError(f"RgbEncoder expects images (N, {expected}), got {tuple(images.shape)}")
         return self.proj(self.pool(self.trunk(self.crop(images))))
 
 
