@@ -155,6 +155,10 @@ class RobomimicEnv:
         finally:
             np.random.set_state(outer_rng)
         self._disable_shadows_and_reflections()
+        # robomimic switches these on, so its datasets carry robot0_joint_pos and robot0_eef_vel_*.
+        for name in self.env.observation_names:
+            if "joint_pos" in name or "eef_vel" in name:
+                self.env.modify_observable(observable_name=name, attribute="active", modifier=True)
 
     def _disable_shadows_and_reflections(self) -> None:
         model = self.env.sim.model._model
