@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.pusht.env import GOAL_POSE, T_BAR, T_CENTER_OF_GRAVITY, T_STEM, pose_transform
+from envs.pusht.env import GOAL_POSE, T_CENTER_OF_GRAVITY, pose_transform
 
 AGENT_RADIUS = 15.0
 BLOCK_MASS = 1.0
@@ -117,9 +117,11 @@ class PushTExpert:
 
     def reset(self, seed: int | None = None) -> None:
         self.rng = np.random.default_rng(seed)
-        self.path: np.ndarray | None = None
-        self.push_start = 0  # index of the path vertex where the push begins
-        self.progress = 0.0
+        self.path: np.ndarray | None = None  # polyline: trip to the pre-contact point, then the push
+        self.cum = np.zeros(1)  # arc length at each path vertex
+        self.push_from = 0.0  # arc length where the push begins
+        self.push_length = 0.0
+        self.progress = 0.0  # arc length the agent has reached
         self.planned_block = None
 
     # ---------------------------------------------------------------- planning
@@ -175,7 +177,8 @@ class PushTExpert:
         end = pre[i] + push_dir[i] * push[i]
         self.push_length = push[i]
         self.path = np.array([*trip, end])
-        self.push_start = len(trip) - 1
+        self.cum = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(self.path, axis=0), axis=1))])
+        self.push_from = self.cum[-2]
         self.progress = 0.0
         self.planned_block = block_pose.copy()
 
@@ -186,23 +189,22 @@ class PushTExpert:
             self.plan(state)
             if self.path is None:
                 return state[:2].copy()
-        agent = state[:2]
-        seg_len = np.linalg.norm(np.diff(self.path, axis=0), axis=1)
-        cum = np.concatenate([[0.0], np.cumsum(seg_len)])
-        self.progress = max(self.progress, _project(self.path, cum, agent, self.progress, 2 * self.travel_lookahead))
-        pushing = self.progress >= cum[self.push_start] - 1.0
-        lookahead = self.push_lookahead if pushing else self.travel_lookahead
-        carrot_s = min(self.progress + lookahead, cum[-1])
-        if not pushing:
-            carrot_s = min(carrot_s, cum[self.push_start])  # arrive at the contact before pushing
-        return _point_at(self.path, cum, carrot_s)
+        window = 2 * self.travel_lookahead
+        self.progress = max(self.progress, _project(self.path, self.cum, state[:2], self.progress, window))
+        if self._pushing():
+            carrot = min(self.progress + self.push_lookahead, self.cum[-1])
+        else:  # arrive at the contact before pushing
+            carrot = min(self.progress + self.travel_lookahead, self.push_from)
+        return _point_at(self.path, self.cum, carrot)
+
+    def _pushing(self) -> bool:
+        return self.progress >= self.push_from - 1.0
 
     def _block_moved(self, state: np.ndarray) -> bool:
-        if self.planned_block is None:
-            return False
-        pushing = self.progress >= np.linalg.norm(np.diff(self.path, axis=0), axis=1)[: self.push_start].sum() - 1.0
-        moved = np.linalg.norm(state[2:4] - self.planned_block[:2]) > 2.0 or abs(state[4] - self.planned_block[2]) > 0.03
-        return moved and not pushing
+        """The block moved during the trip (the agent brushed it): the plan is stale."""
+        turn = (state[4] - self.planned_block[2] + np.pi) % (2 * np.pi) - np.pi
+        moved = np.linalg.norm(state[2:4] - self.planned_block[:2]) > 2.0 or abs(turn) > 0.03
+        return moved and not self._pushing()
 
     def _push_done(self, state: np.ndarray) -> bool:
         # Short pushes need the agent close to the end, or it would stop before touching the block.
