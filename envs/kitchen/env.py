@@ -80,12 +80,17 @@ def goal_vector() -> np.ndarray:
 
 
 class KitchenEnv(gym.Env):
-    """All-subtask Franka Kitchen; reward = number of subtasks completed at this step.
+    """All-subtask Franka Kitchen.
+
+    The reward is the fraction of the 7 subtasks completed so far (non-decreasing), so an episode's maximum
+    reward equals Diffusion Policy's Kitchen score (its per-step completion counts summed, divided by 7).
 
     ``reset(seed=s)`` perturbs the initial state from ``np.random.default_rng(s)``: arm joints by up to
     ``arm_noise`` rad, the closed doors/knobs/switch by up to ``object_noise`` towards open (far from the
-    completion threshold), and the kettle's xy by up to ``kettle_noise`` m. The episode is truncated after
-    ``max_episode_steps`` and terminates early once all 7 subtasks are done.
+    completion threshold), and the kettle's xy by up to ``kettle_noise`` m. ``reset(options={"state": s})``
+    or a non-None ``reset_state`` attribute (set by the vector runner) starts from a ``get_state`` vector
+    instead. The episode is truncated after ``max_episode_steps`` and terminates early once all 7 subtasks
+    are done.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 12}
@@ -111,6 +116,7 @@ class KitchenEnv(gym.Env):
         self._goal = goal_vector()
         self.completed_subtasks: list[str] = []
         self._steps = 0
+        self.reset_state: np.ndarray | None = None
 
     # --- state -------------------------------------------------------------------------------------
     def get_state(self) -> np.ndarray:
@@ -136,8 +142,10 @@ class KitchenEnv(gym.Env):
         self._kitchen.reset(seed=int(self.np_random.integers(2**31)))  # seeds the sensor noise
         self.completed_subtasks = []
         self._steps = 0
-        obs = self.set_state(np.concatenate([self._perturbed_qpos(), np.zeros(N_QVEL)]))
-        return obs, self._info()
+        state = (options or {}).get("state", self.reset_state)
+        if state is None:
+            state = np.concatenate([self._perturbed_qpos(), np.zeros(N_QVEL)])
+        return self.set_state(state), self._info()
 
     def step(self, action: np.ndarray):
         action = np.asarray(action, dtype=np.float64)
@@ -149,7 +157,8 @@ class KitchenEnv(gym.Env):
         self.completed_subtasks.extend(newly)
         terminated = len(self.completed_subtasks) == len(SUBTASKS)
         truncated = self._steps >= self.max_episode_steps
-        return self._observe(), float(len(newly)), terminated, truncated, self._info()
+        reward = len(self.completed_subtasks) / len(SUBTASKS)
+        return self._observe(), reward, terminated, truncated, self._info()
 
     def render(self) -> np.ndarray:
         return self._kitchen.render()
@@ -185,7 +194,7 @@ class KitchenEnv(gym.Env):
                 "n_completed": len(self.completed_subtasks)}
 
 
-def phase_fractions(n_completed: np.ndarray, max_n: int = 4) -> dict[str, float]:
-    """p_n = fraction of episodes that completed at least n subtasks, for n = 1..max_n."""
+def phase_fractions(n_completed: np.ndarray, max_n: int = len(SUBTASKS)) -> dict[int, float]:
+    """{n: p_n}, p_n = fraction of episodes that completed at least n subtasks, for n = 1..max_n."""
     n_completed = np.asarray(n_completed)
-    return {f"p{n}": float(np.mean(n_completed >= n)) for n in range(1, max_n + 1)}
+    return {n: float(np.mean(n_completed >= n)) for n in range(1, max_n + 1)}

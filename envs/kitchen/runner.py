@@ -1,0 +1,54 @@
+"""Kitchen's part of a policy evaluation with ``envs.common.runner.VectorEnvRunner``.
+
+The generic runner scores an episode by its maximum reward; ``KitchenEnv``'s reward is the fraction of the
+7 subtasks completed so far, so that maximum is DP's Kitchen score. This module supplies the env factory,
+DP's "train" initial states, and the reduction of each episode's final ``info`` to DP's Kitchen log entries:
+``{prefix}/mean_score``, ``{prefix}/p_{n}`` for n = 1..7 (fraction of episodes completing at least n
+subtasks), ``{prefix}/first_{subtask}`` (share of episodes whose first completed subtask it is) and
+``{prefix}/order_{seed}`` (the completed subtasks of each episode, in order, joined by ">").
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Sequence
+
+import numpy as np
+
+from envs.kitchen.env import SUBTASKS, KitchenEnv, phase_fractions
+
+
+def make_env(obs_layout: str = "full") -> KitchenEnv:
+    """Env factory for vector envs (module-level, so ``functools.partial(make_env, ...)`` pickles)."""
+    return KitchenEnv(obs_layout=obs_layout)
+
+
+def train_initial_states(n_train: int = 6, start_seed: int = 0) -> list[np.ndarray]:
+    """``get_state()`` vectors of the starts that seeds start_seed.. produce (the first demonstrations' starts)."""
+    env = KitchenEnv()
+    states = []
+    for seed in range(start_seed, start_seed + n_train):
+        env.reset(seed=seed)
+        states.append(env.get_state())
+    env.close()
+    return states
+
+
+def summarize(prefixes: Sequence[str], seeds: Sequence[int], final_infos: Sequence[dict]) -> dict:
+    """DP's Kitchen log entries from each episode's prefix ("train"/"test"), seed and final env ``info``."""
+    if not len(prefixes) == len(seeds) == len(final_infos):
+        raise ValueError(f"summarize: {len(prefixes)} prefixes, {len(seeds)} seeds, {len(final_infos)} infos")
+    groups = collections.defaultdict(list)
+    log: dict = {}
+    for prefix, seed, info in zip(prefixes, seeds, final_infos):
+        completed = list(info["completed_subtasks"])
+        groups[prefix].append(completed)
+        log[f"{prefix}/order_{seed}"] = ">".join(completed)
+    for prefix, episodes in groups.items():
+        n_completed = np.array([len(c) for c in episodes])
+        log[f"{prefix}/mean_score"] = float(np.mean(n_completed) / len(SUBTASKS))
+        for n, fraction in phase_fractions(n_completed).items():
+            log[f"{prefix}/p_{n}"] = fraction
+        for task in SUBTASKS:
+            log[f"{prefix}/first_{task.replace(' ', '_')}"] = float(np.mean([c[:1] == [task] for c in episodes]))
+    return log

@@ -1,0 +1,159 @@
+"""Franka Kitchen wrapper, data conversion and runner hooks (fast)."""
+
+import numpy as np
+import pytest
+
+from drifting_policy.data.replay_buffer import ReplayBuffer
+from envs.kitchen.env import ACTION_SCALE, N_QPOS, SUBTASKS, KitchenEnv, completed_in_state, phase_fractions
+from envs.kitchen.generate import bet_arrays_to_replay_buffer, generate, main
+from envs.kitchen.runner import summarize
+
+
+@pytest.fixture(scope="module")
+def env():
+    env = KitchenEnv()
+    yield env
+    env.close()
+
+
+def test_full_observation_layout(env):
+    obs, info = env.reset(seed=3)
+    assert obs.shape == (59,) and env.observation_space.shape == (59,)
+    assert info == {"completed_subtasks": [], "n_completed": 0}
+    qpos, qvel = env.data.qpos, env.data.qvel
+    np.testing.assert_allclose(obs[:9], qpos[:9], atol=0.02)  # robot joints, with sensor noise
+    np.testing.assert_allclose(obs[9:18], qvel[:9], atol=0.1)
+    np.testing.assert_allclose(obs[18:39], qpos[9:30], atol=1e-3)  # objects (small noise)
+    np.testing.assert_allclose(obs[39:59], qvel[9:29], atol=1e-2)
+
+
+def test_dp60_observation_layout():
+    env = KitchenEnv(obs_layout="dp60")
+    obs, _ = env.reset(seed=3)
+    assert obs.shape == (60,)
+    np.testing.assert_allclose(obs[:9], env.data.qpos[:9], atol=0.02)
+    np.testing.assert_allclose(obs[9:30], env.data.qpos[9:30], atol=1e-3)
+    goal = obs[30:]
+    np.testing.assert_allclose(goal[22], -0.75)  # microwave
+    np.testing.assert_allclose(goal[23:26], [-0.23, 0.75, 1.62])  # kettle position
+    assert np.all(goal[:11] == 0)
+    env.close()
+    with pytest.raises(ValueError, match="obs_layout"):
+        KitchenEnv(obs_layout="pixels")
+
+
+def test_action_is_an_offset_from_the_observed_joints(env):
+    obs, _ = env.reset(seed=0)
+    action = np.linspace(-0.5, 0.5, 9)
+    env.step(action)
+    bounds = env._kitchen.robot_env.robot_pos_bound[:9]
+    expected = np.clip(obs[:9] + ACTION_SCALE * action, bounds[:, 0], bounds[:, 1])
+    np.testing.assert_allclose(env.data.ctrl[:9], expected, atol=1e-12)
+    with pytest.raises(ValueError, match="action of shape"):
+        env.step(np.zeros(7))
+
+
+def test_reset_is_seeded_and_perturbed(env):
+    env.reset(seed=5)
+    first = env.get_state()
+    env.reset(seed=5)
+    np.testing.assert_array_equal(env.get_state(), first)
+    env.reset(seed=6)
+    other = env.get_state()
+    assert np.abs(other[:7] - first[:7]).max() > 1e-3  # arm start differs
+    assert np.abs(other[23:25] - first[23:25]).max() > 1e-4  # kettle start differs
+    assert completed_in_state(first[:N_QPOS]) == [] and completed_in_state(other[:N_QPOS]) == []
+
+
+def test_state_round_trip_and_reset_state(env):
+    env.reset(seed=1)
+    for _ in range(3):
+        env.step(np.full(9, 0.3))
+    state = env.get_state()
+    env.reset(seed=2)
+    env.set_state(state)
+    np.testing.assert_array_equal(env.get_state(), state)
+    env.reset(options={"state": state})
+    np.testing.assert_array_equal(env.get_state(), state)
+    env.reset_state = state
+    env.reset(seed=9)
+    env.reset_state = None
+    np.testing.assert_array_equal(env.get_state(), state)
+    with pytest.raises(ValueError, match="qpos 30"):
+        env.set_state(state[:30])
+
+
+def test_subtask_completion_is_counted_in_order_and_kept(env):
+    env.reset(seed=0)
+    state = env.get_state()
+    state[22] = -0.75  # microwave open
+    env.set_state(state)
+    _, reward, terminated, _, info = env.step(np.zeros(9))
+    assert info["completed_subtasks"] == ["microwave"] and reward == pytest.approx(1 / 7)
+    state = env.get_state()
+    state[19] = 0.37  # slide cabinet open
+    state[22] = 0.0  # microwave closed again: stays counted
+    env.set_state(state)
+    _, reward, terminated, _, info = env.step(np.zeros(9))
+    assert info["completed_subtasks"] == ["microwave", "slide cabinet"]
+    assert info["n_completed"] == 2 and reward == pytest.approx(2 / 7) and not terminated
+
+
+def test_all_subtasks_complete_terminates(env):
+    env.reset(seed=0)
+    state = env.get_state()
+    state[[11, 12, 15, 16, 17, 18, 19, 20, 21, 22]] = [-0.88, -0.01, -0.92, -0.01, -0.69, -0.05, 0.37, 0.0, 1.45, -0.75]
+    state[23:30] = [-0.23, 0.75, 1.62, 0.99, 0.0, 0.0, -0.06]
+    env.set_state(state)
+    _, reward, terminated, _, info = env.step(np.zeros(9))
+    assert sorted(info["completed_subtasks"]) == sorted(SUBTASKS)
+    assert terminated and reward == 1.0
+
+
+def test_phase_fractions_and_runner_summary():
+    assert phase_fractions(np.array([0, 1, 4, 2]), 4) == {1: 0.75, 2: 0.5, 3: 0.25, 4: 0.25}
+    infos = [{"completed_subtasks": ["kettle", "microwave"]}, {"completed_subtasks": []},
+             {"completed_subtasks": ["microwave"]}]
+    log = summarize(["test", "test", "train"], [100000, 100001, 0], infos)
+    assert log["test/p_1"] == 0.5 and log["test/p_2"] == 0.5 and log["test/p_3"] == 0.0
+    assert log["test/mean_score"] == pytest.approx(1 / 7)
+    assert log["train/p_1"] == 1.0 and log["train/first_microwave"] == 1.0
+    assert log["test/order_100000"] == "kettle>microwave" and log["test/first_kettle"] == 0.5
+
+
+def test_bet_arrays_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    lengths = [5, 9, 3]
+    observations = rng.normal(size=(3, 10, 60))
+    actions = rng.uniform(-1, 1, size=(3, 10, 9))
+    mask = np.zeros((3, 10))
+    for i, n in enumerate(lengths):
+        mask[i, :n] = 1
+    for name, array in [("observations_seq", observations), ("actions_seq", actions), ("existence_mask", mask)]:
+        np.save(tmp_path / f"{name}.npy", array)
+    buffer = bet_arrays_to_replay_buffer(tmp_path)
+    assert buffer.n_episodes == 3 and buffer.episode_lengths.tolist() == lengths
+    for i, n in enumerate(lengths):
+        episode = buffer.get_episode(i)
+        np.testing.assert_allclose(episode["obs"], observations[i, :n].astype(np.float32))
+        np.testing.assert_allclose(episode["action"], actions[i, :n].astype(np.float32))
+    main(["--from-bet", str(tmp_path), "--out", str(tmp_path / "bet.zarr.zip")])
+    loaded = ReplayBuffer.copy_from_path(tmp_path / "bet.zarr.zip")
+    np.testing.assert_array_equal(loaded["obs"], buffer["obs"])
+    (tmp_path / "existence_mask.npy").unlink()
+    with pytest.raises(FileNotFoundError, match="existence_mask"):
+        bet_arrays_to_replay_buffer(tmp_path)
+
+
+def test_generation_zarr_round_trip_and_determinism(tmp_path):
+    out = tmp_path / "kitchen.zarr.zip"
+    main(["--episodes", "2", "--seed", "7", "--out", str(out)])
+    loaded = ReplayBuffer.copy_from_path(out)
+    assert loaded.n_episodes == 2
+    assert loaded["obs"].shape == (loaded.n_steps, 59) and loaded["obs"].dtype == np.float32
+    assert loaded["action"].shape == (loaded.n_steps, 9) and loaded["state"].shape == (loaded.n_steps, 59)
+    assert np.abs(loaded["action"]).max() <= 1.0
+    again, summaries = generate(1, 8, progress=False)  # episode 2 of the run above
+    np.testing.assert_array_equal(again["action"], loaded.get_episode(1)["action"])
+    np.testing.assert_array_equal(again["state"], loaded.get_episode(1)["state"])
+    assert len(summaries[0]["tasks"]) == 4
