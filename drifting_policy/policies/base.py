@@ -1,0 +1,232 @@
+"""What every policy shares: normalisation, observation encoding, the DP contract, queues and checkpoints.
+
+A policy is Diffusion Policy's contract (``predict_action``, ``compute_loss``, ``set_normalizer``,
+``reset``) plus LeRobot's (``select_action`` with observation and action queues, ``forward`` returning
+``(loss, metrics)``, ``save_pretrained`` / ``from_pretrained``). Subclasses only say how a normalised
+action chunk is produced from the condition (``sample_chunk``) and what the training loss is
+(``chunk_loss``); both see the same condition built here.
+
+Condition layout: the U-Net takes the To observation features stacked into one vector (B, To * F)
+(DP's ``obs_as_global_cond``); the transformer takes one token per observation step (B, To, F).
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from drifting_policy.models import ActionTransformer, ConditionalUnet1D, MultiImageObsEncoder
+from drifting_policy.normalizer import LinearNormalizer
+from drifting_policy.policies.config import PolicyConfig
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+POLICY_REGISTRY: dict[str, type[BasePolicy]] = {}
+
+
+def register_policy(cls):
+    """Class decorator: makes ``cls`` loadable by ``from_pretrained`` under ``cls.config_class.type``."""
+    POLICY_REGISTRY[cls.config_class.type] = cls
+    return cls
+
+
+class BasePolicy(nn.Module):
+    config_class: ClassVar[type[PolicyConfig]] = PolicyConfig
+    uses_timestep: ClassVar[bool]  # whether the network gets a diffusion step
+
+    def __init__(self, config: PolicyConfig | Mapping):
+        super().__init__()
+        if isinstance(config, Mapping):
+            config = self.config_class(**config)
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}; got {type(config).__name__}")
+        self.config = config
+        self.normalizer = LinearNormalizer()
+        self.obs_encoder = None
+        obs_feature_dim = config.obs_dim
+        if config.shape_meta is not None:
+            self.obs_encoder = MultiImageObsEncoder(
+                config.shape_meta, config.crop_shape, config.image_feature_dim, config.num_kp, config.share_rgb_model
+            )
+            obs_feature_dim = self.obs_encoder.out_dim
+        self.model = self._build_model(obs_feature_dim + self.extra_cond_dim)
+        self.last_metrics: dict[str, float] = {}
+        self.reset()
+
+    @property
+    def extra_cond_dim(self) -> int:
+        """Values a method appends to each observation step's condition (e.g. extra noise)."""
+        return 0
+
+    def _build_model(self, cond_dim: int) -> nn.Module:
+        c = self.config
+        if c.backbone == "unet":
+            # The extra values are appended once to the stacked vector, not once per step.
+            global_cond_dim = (cond_dim - self.extra_cond_dim) * c.n_obs_steps + self.extra_cond_dim
+            return ConditionalUnet1D(
+                c.action_dim, global_cond_dim, c.down_dims, c.kernel_size, c.n_groups,
+                c.diffusion_step_embed_dim, c.cond_predict_scale, use_timestep=self.uses_timestep,
+            )
+        return ActionTransformer(
+            c.action_dim, c.action_dim, c.horizon, c.n_obs_steps, cond_dim, c.n_layer, c.n_head, c.n_emb,
+            c.p_drop_emb, c.p_drop_attn, c.causal_attn, c.n_cond_layers, use_timestep=self.uses_timestep,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ------------------------------------------------------------------ what a method defines
+    def sample_chunk(self, cond: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Normalised action chunk (B, T, Da) for the condition of B observations."""
+        raise NotImplementedError
+
+    def chunk_loss(self, cond: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Scalar training loss and metrics for normalised demonstrated chunks ``action`` (B, T, Da)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ condition
+    def run_model(self, sample: torch.Tensor, timestep, cond: torch.Tensor) -> torch.Tensor:
+        if self.config.backbone == "unet":
+            return self.model(sample, timestep, global_cond=cond)
+        return self.model(sample, timestep, cond=cond)
+
+    def append_to_cond(self, cond: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        """Append per-sample values ``extra`` (B, E) to a condition (B, To * F) or (B, To, F)."""
+        if cond.ndim == 2:
+            return torch.cat([cond, extra], dim=-1)
+        return torch.cat([cond, extra[:, None, :].expand(-1, cond.shape[1], -1)], dim=-1)
+
+    def encode_obs(self, obs_dict: Mapping) -> torch.Tensor:
+        """Raw observations (B, >= To, ...) -> the network's condition, from the first To steps."""
+        c, To = self.config, self.config.n_obs_steps
+        if self.obs_encoder is None:
+            obs = self._checked_obs(obs_dict, "obs", (c.obs_dim,))
+            features = self.normalizer["obs"].normalize(obs[:, :To])
+        else:
+            steps = {}
+            for key, meta in c.shape_meta["obs"].items():
+                value = self._checked_obs(obs_dict, key, tuple(meta["shape"]))[:, :To]
+                steps[key] = self.normalizer[key].normalize(value).flatten(0, 1)
+            batch = next(iter(steps.values())).shape[0] // To
+            features = self.obs_encoder(steps).reshape(batch, To, -1)
+        return features.flatten(1) if c.backbone == "unet" else features
+
+    def _checked_obs(self, obs_dict: Mapping, key: str, shape: tuple) -> torch.Tensor:
+        To = self.config.n_obs_steps
+        if key not in obs_dict:
+            raise KeyError(f"{type(self).__name__}: observation {key!r} (B, >= {To}, {shape}) is missing; "
+                           f"got keys {sorted(obs_dict)}")
+        value = torch.as_tensor(obs_dict[key], device=self.device, dtype=torch.float32)
+        if value.ndim != 2 + len(shape) or tuple(value.shape[2:]) != shape or value.shape[1] < To:
+            raise ValueError(f"{type(self).__name__}: observation {key!r} must be (B, >= {To}, "
+                             f"{', '.join(map(str, shape))}); got {tuple(value.shape)}")
+        return value
+
+    # ------------------------------------------------------------------ Diffusion Policy's contract
+    def set_normalizer(self, normalizer: LinearNormalizer) -> None:
+        self.normalizer.load_state_dict(normalizer.state_dict())
+        self.normalizer.to(self.device)
+
+    def reset(self) -> None:
+        """Forget the observation and action queues of ``select_action`` (call at each episode start)."""
+        self._obs_queue: deque = deque(maxlen=self.config.n_obs_steps)
+        self._action_queue: deque = deque()
+
+    @torch.no_grad()
+    def predict_action(self, obs_dict: Mapping, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """{'action': (B, Ta, Da) executed from index To - 1, 'action_pred': (B, T, Da)}, in data units."""
+        naction = self.sample_chunk(self.encode_obs(obs_dict), generator)
+        action_pred = self.normalizer["action"].unnormalize(naction)
+        start = self.config.n_obs_steps - 1
+        return {"action": action_pred[:, start : start + self.config.n_action_steps], "action_pred": action_pred}
+
+    def compute_loss(self, batch: Mapping) -> torch.Tensor:
+        """Scalar loss of a training batch {'obs': ..., 'action': (B, T, Da)}; metrics go to ``last_metrics``."""
+        return self.forward(batch)[0]
+
+    def forward(self, batch: Mapping) -> tuple[torch.Tensor, dict[str, float]]:
+        """LeRobot's training entry point: (scalar loss, metrics)."""
+        c = self.config
+        if "action" not in batch:
+            raise KeyError(f"{type(self).__name__}: training batch needs 'action' (B, {c.horizon}, {c.action_dim})")
+        action = torch.as_tensor(batch["action"], device=self.device, dtype=torch.float32)
+        if action.ndim != 3 or tuple(action.shape[1:]) != (c.horizon, c.action_dim):
+            raise ValueError(f"{type(self).__name__}: batch 'action' must be (B, {c.horizon}, {c.action_dim}); "
+                             f"got {tuple(action.shape)}")
+        loss, metrics = self.chunk_loss(self.encode_obs(batch), self.normalizer["action"].normalize(action))
+        self.last_metrics = metrics
+        return loss, metrics
+
+    # ------------------------------------------------------------------ LeRobot's queues
+    @torch.no_grad()
+    def select_action(self, obs: torch.Tensor | Mapping) -> torch.Tensor:
+        """One action (B, Da) for a single-step observation: (B, Do) or {'obs': (B, Do)} for low-dim
+        policies, {key: (B, *shape)} for shape_meta policies. Keeps the last To observations (the first
+        one repeated after ``reset``) and predicts a new chunk every ``n_action_steps`` calls."""
+        step = dict(obs) if isinstance(obs, Mapping) else {"obs": obs}
+        if not self._obs_queue:
+            self._obs_queue.extend([step] * self.config.n_obs_steps)
+        else:
+            self._obs_queue.append(step)
+        if not self._action_queue:
+            keys = step.keys() if self.config.shape_meta is None else self.config.shape_meta["obs"].keys()
+            stacked = {key: torch.stack([torch.as_tensor(s[key]) for s in self._obs_queue], dim=1) for key in keys}
+            self._action_queue.extend(self.predict_action(stacked)["action"].unbind(dim=1))
+        return self._action_queue.popleft()
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write ``config.json`` and ``model.safetensors`` (normalizer included). Each file is written to a
+        temporary name and renamed into place; the config is renamed last, so a directory with a config
+        always has complete weights next to it."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        tmp_weights, tmp_config = directory / f".{WEIGHTS_NAME}.tmp", directory / f".{CONFIG_NAME}.tmp"
+        save_file(state, str(tmp_weights), metadata={"format": "pt", "type": self.config.type})
+        with open(tmp_config, "w") as f:
+            json.dump(self.config.to_dict(), f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_weights, directory / WEIGHTS_NAME)
+        os.replace(tmp_config, directory / CONFIG_NAME)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> BasePolicy:
+        """Rebuild the policy named by the ``type`` in ``config.json`` and load its weights (no hydra)."""
+        import drifting_policy.policies  # noqa: F401  (registers every policy class)
+
+        directory = Path(directory)
+        config_path = directory / CONFIG_NAME
+        if not config_path.is_file():
+            raise FileNotFoundError(f"no {CONFIG_NAME} in {directory}")
+        fields = json.loads(config_path.read_text())
+        kind = fields.pop("type", None)
+        if kind not in POLICY_REGISTRY:
+            raise ValueError(f"{config_path}: 'type' must be one of {sorted(POLICY_REGISTRY)}; got {kind!r}")
+        policy_class = POLICY_REGISTRY[kind]
+        if not issubclass(policy_class, cls):
+            raise TypeError(f"{config_path} holds a {policy_class.__name__}, not a {cls.__name__}")
+        policy = policy_class(policy_class.config_class(**fields))
+        policy.load_state_dict(load_file(str(directory / WEIGHTS_NAME), device=str(map_location)))
+        return policy.to(map_location).eval()
+
+    def get_optim_groups(self, weight_decay: float, obs_encoder_weight_decay: float | None = None) -> list[dict]:
+        """AdamW parameter groups as DP builds them: the transformer decays only its weight matrices; the
+        observation encoder gets its own weight decay (default: the same)."""
+        if isinstance(self.model, ActionTransformer):
+            groups = self.model.get_optim_groups(weight_decay)
+        else:
+            groups = [{"params": list(self.model.parameters()), "weight_decay": weight_decay}]
+        if self.obs_encoder is not None:
+            decay = weight_decay if obs_encoder_weight_decay is None else obs_encoder_weight_decay
+            groups.append({"params": list(self.obs_encoder.parameters()), "weight_decay": decay})
+        return groups

@@ -1,0 +1,60 @@
+"""The drifting policy: one network evaluation (1 NFE) per action chunk.
+
+Training (per observation): draw ``n_generated`` chunks from action-shaped Gaussian noise in one batched
+pass; the demonstrated chunk is the positive, and the generated chunks are each other's negatives (the
+core self-masks each sample). ``drifting.feature_drift_loss`` returns the regression onto the frozen
+drifted chunks. Inference: one pass from fresh noise.
+"""
+from __future__ import annotations
+
+import torch
+
+from drifting import feature_drift_loss
+from drifting_policy.policies.base import BasePolicy, register_policy
+from drifting_policy.policies.config import DriftingPolicyConfig
+
+
+@register_policy
+class DriftingPolicy(BasePolicy):
+    config_class = DriftingPolicyConfig
+    uses_timestep = False
+
+    @property
+    def extra_cond_dim(self) -> int:
+        return self.config.extra_noise_dim
+
+    def generate(self, cond: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One normalised chunk (N, T, Da) per condition row, from fresh Gaussian noise."""
+        c = self.config
+        shape = (cond.shape[0], c.horizon, c.action_dim)
+        noise = torch.randn(shape, generator=generator, device=cond.device, dtype=cond.dtype)
+        if c.extra_noise_dim:
+            extra = torch.randn((cond.shape[0], c.extra_noise_dim), generator=generator, device=cond.device,
+                                dtype=cond.dtype)
+            cond = self.append_to_cond(cond, extra)
+        return self.run_model(noise, None, cond)
+
+    def sample_chunk(self, cond, generator=None):
+        return self.generate(cond, generator)
+
+    def chunk_loss(self, cond, action):
+        c = self.config
+        B, G = action.shape[0], c.n_generated
+        gen = self.generate(cond.repeat_interleave(G, dim=0)).view(B, G, c.horizon, c.action_dim)
+        pos = action[:, None]  # (B, 1, T, Da): the demonstration is the only positive
+        gen_features, pos_features = {}, {}
+        if "chunk" in c.features:
+            gen_features["chunk"], pos_features["chunk"] = gen.flatten(2), pos.flatten(2)
+        if "step" in c.features:  # each horizon step is a location of one feature (shared scale)
+            gen_features["step"], pos_features["step"] = gen, pos
+        loss, info = feature_drift_loss(
+            gen_features, pos_features,
+            temperatures=c.temperatures, kernel_norm=c.kernel_norm, normalize_features=c.normalize_features,
+            normalize_drift=c.normalize_drift, affinity_floor=c.affinity_floor,
+        )
+        loss = loss.mean()
+        metrics = {name: float(value) for name, value in info.items()}
+        metrics["loss"] = float(loss.detach())
+        # How far generated chunks are from the demonstration (normalised units, RMS over the chunk).
+        metrics["gen_to_demo_rms"] = float((gen.detach() - pos).square().mean(dim=(2, 3)).sqrt().mean())
+        return loss, metrics
