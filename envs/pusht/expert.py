@@ -59,9 +59,10 @@ def _outward_normal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return n if distance_to_t((a + b) / 2 + n) > 0 else -n
 
 
-def _contact_candidates(spacing: float = 6.0, corner_fan: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """Body-frame contact points and outward normals: along each edge, and fanned at convex corners."""
-    points, normals = [], []
+def _contact_candidates(spacing: float = 6.0, corner_fan: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Body-frame contact points, outward normals and face ids: along each edge (face = edge index), and fanned
+    at convex corners (face = number of edges + corner index)."""
+    points, normals, faces = [], [], []
     n_vertices = len(T_OUTLINE)
     edge_normals = []
     for i in range(n_vertices):
@@ -72,6 +73,7 @@ def _contact_candidates(spacing: float = 6.0, corner_fan: int = 3) -> tuple[np.n
         for t in np.arange(spacing / 2, length, spacing):
             points.append(a + (b - a) * t / length)
             normals.append(n)
+            faces.append(i)
     for i in range(n_vertices):
         n_prev, n_next = edge_normals[i - 1], edge_normals[i]
         if np.cross(n_prev, n_next) * np.cross(edge_normals[0], edge_normals[1]) < 0:
@@ -80,7 +82,8 @@ def _contact_candidates(spacing: float = 6.0, corner_fan: int = 3) -> tuple[np.n
             n = (1 - w) * n_prev + w * n_next
             points.append(T_OUTLINE[i])
             normals.append(n / np.linalg.norm(n))
-    return np.array(points), np.array(normals)
+            faces.append(n_vertices + i)
+    return np.array(points), np.array(normals), np.array(faces)
 
 
 class PushTExpert:
@@ -92,7 +95,7 @@ class PushTExpert:
     def __init__(
         self,
         seed: int = 0,
-        tolerance: float = 0.15,
+        tolerance: float = 0.25,
         gap: float = 2.0,
         max_push: float = 80.0,
         travel_lookahead: float = 60.0,
@@ -106,10 +109,10 @@ class PushTExpert:
         self.push_lookahead = push_lookahead
         self.done_radius = done_radius
         self.goal_com = pose_transform(GOAL_POSE, T_CENTER_OF_GRAVITY)
-        contacts, normals = _contact_candidates()
+        contacts, normals, faces = _contact_candidates()
         pre_contacts = contacts + normals * (AGENT_RADIUS + gap)
         reachable = distance_to_t(pre_contacts) > AGENT_RADIUS + gap - 0.5
-        self.contacts, self.normals, self.pre_contacts = contacts[reachable], normals[reachable], pre_contacts[reachable]
+        self.normals, self.pre_contacts, self.faces = normals[reachable], pre_contacts[reachable], faces[reachable]
         # Travel lengths from the pre-contact point the planner considers: fine near contact, coarser further.
         fine = np.arange(0.25, 6.0, 0.25)
         self.push_lengths = gap + np.concatenate([fine, np.arange(6.0, max_push - gap + 1e-6, 3.0)])
@@ -159,10 +162,10 @@ class PushTExpert:
         travel = np.linalg.norm(pre - agent, axis=1)
         steps = travel / (0.5 * self.travel_lookahead) + push / (0.5 * self.push_lookahead) + 6.0
         rate = np.where(in_arena & (gain > 0), gain / steps, -np.inf)
-        # A crude straight-line travel estimate ranks the candidates; the best few get real trips.
-        shortlist = np.argsort(-rate)[:8]
-        shortlist = shortlist[np.isfinite(rate[shortlist])]
-        if len(shortlist) == 0:
+        # A crude straight-line travel estimate picks the best contact of each face; those get real trips.
+        shortlist = [np.flatnonzero(self.faces == f)[np.argmax(rate[self.faces == f])] for f in np.unique(self.faces)]
+        shortlist = [i for i in shortlist if np.isfinite(rate[i])]
+        if not shortlist:
             self.path = None
             return
         options = []
@@ -171,6 +174,7 @@ class PushTExpert:
                 length = np.linalg.norm(np.diff(np.array(trip), axis=0), axis=1).sum()
                 steps_i = length / (0.5 * self.travel_lookahead) + push[i] / (0.5 * self.push_lookahead) + 6
                 options.append((gain[i] / steps_i, i, trip))
+        # Distinct options (face x way around) that are nearly as good as the best are equally likely.
         best_rate = max(o[0] for o in options)
         good = [o for o in options if o[0] >= (1.0 - self.tolerance) * best_rate]
         _, i, trip = good[self.rng.integers(len(good))]

@@ -5,7 +5,11 @@
 Multimodality: pairs of near-identical states from different episodes (agent within ~15 px, block within ~10 px
 and ~0.15 rad, measured jointly), and the share of those pairs whose commanded motions (action minus agent
 position, both longer than 2 px) point more than 90 degrees apart. A unimodal (deterministic) demonstrator
-scores near 0 on this; human PushT demonstrations go around the block either way and score well above.
+can still score well above 0 on this, because its plan (where it is heading) is not part of the state.
+
+Expert divergence: the same start state run with different expert seeds; the share of pairs of runs whose agents
+are more than 60 px apart (about the T's width) after 40 steps, i.e. that took different ways. A deterministic
+expert scores 0.
 """
 
 from __future__ import annotations
@@ -58,6 +62,28 @@ def multimodality(
     return float(np.mean(cos < 0.0)), int(len(i))
 
 
+def expert_divergence(
+    start_seeds: range | list[int], n_expert_seeds: int = 4, steps: int = 40, distance: float = 60.0
+) -> float:
+    """Share of pairs of expert runs from the same start (different expert seeds) whose agents end up more than
+    ``distance`` px apart after ``steps`` steps."""
+    env, far = PushTEnv(obs_type="state"), []
+    for start in start_seeds:
+        ends = []
+        for expert_seed in range(n_expert_seeds):
+            _, info = env.reset(seed=start)
+            expert = PushTExpert(seed=expert_seed)
+            for _ in range(steps):
+                _, _, terminated, truncated, info = env.step(expert.act(info["state"]))
+                if terminated or truncated:
+                    break
+            ends.append(info["state"][:2])
+        ends = np.array(ends)
+        dist = np.linalg.norm(ends[:, None] - ends[None], axis=-1)[np.triu_indices(n_expert_seeds, 1)]
+        far.extend(dist > distance)
+    return float(np.mean(far))
+
+
 def dataset_summary(buffer: ReplayBuffer) -> dict[str, float]:
     for key in ("state", "action"):
         if key not in buffer:
@@ -107,6 +133,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"expert on test seeds 100000..{100000 + args.expert_seeds - 1}")
         for key, value in result.items():
             print(f"  {key}: {value}")
+        divergence = expert_divergence(range(100000, 100000 + min(args.expert_seeds, 30)))
+        print(f"  divergence (same start, 4 expert seeds, > 60 px apart after 40 steps): {divergence:.3f}")
 
 
 if __name__ == "__main__":
