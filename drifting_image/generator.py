@@ -163,7 +163,7 @@ class DriftingDiT(nn.Module):
     """f(noise, labels, alpha, style) -> sample, all in one forward pass.
 
     noise [B, C, H, W] (standard normal), labels [B] int, alpha [B] float (CFG scale, 1 = no guidance),
-    style [B, num_style] int in [0, style_vocab) or None to draw it. Returns [B, C_out, H, W].
+    style [B, num_style] int in [0, style_vocab) or None to draw it (from ``rng``). Returns [B, C_out, H, W].
     """
 
     def __init__(
@@ -232,9 +232,9 @@ class DriftingDiT(nn.Module):
     def sample_shape(self) -> tuple[int, int, int]:
         return (self.in_channels, self.input_size, self.input_size)
 
-    def draw_style(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    def draw_style(self, n: int, rng: torch.Generator | None = None, device=None) -> torch.Tensor:
         """[n, num_style] random style indices (the discrete part of the generator's noise)."""
-        return torch.randint(self.style_vocab, (n, self.num_style), generator=generator, device=device)
+        return torch.randint(self.style_vocab, (n, self.num_style), generator=rng, device=device)
 
     def conditioning(self, labels: torch.Tensor, alpha: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         """[B, hidden] conditioning vector from class labels, CFG scales and style indices."""
@@ -265,14 +265,14 @@ class DriftingDiT(nn.Module):
         labels: torch.Tensor,
         alpha: torch.Tensor | float = 1.0,
         style: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
+        rng: torch.Generator | None = None,
     ) -> torch.Tensor:
         if noise.shape[1:] != self.sample_shape:
             raise ValueError(f"noise must be [B, {', '.join(map(str, self.sample_shape))}]; got {tuple(noise.shape)}")
         B = noise.shape[0]
         alpha = torch.as_tensor(alpha, dtype=torch.float32, device=noise.device).expand(B)
         if style is None:
-            style = self.draw_style(B, generator=generator, device=noise.device)
+            style = self.draw_style(B, rng=rng, device=noise.device)
         c = self.conditioning(labels, alpha, style)
 
         patches = self.x_embed(self.patchify(noise)) + self.pos_embed

@@ -142,11 +142,11 @@ def random_patch_mask(
     generator: torch.Generator | None = None, device=None,
 ) -> torch.Tensor:
     """[batch, 1, height, width] mask, 1 = masked: each patch x patch cell is masked independently with
-    probability ``ratio``."""
+    probability ``ratio``. Drawn on the CPU (with ``generator``, a CPU generator) and moved to ``device``."""
     if height % patch or width % patch:
         raise ValueError(f"mask patch {patch} does not divide the {height}x{width} grid")
-    cells = torch.rand(batch, 1, height // patch, width // patch, generator=generator, device=device) < ratio
-    return cells.float().repeat_interleave(patch, dim=2).repeat_interleave(patch, dim=3)
+    cells = torch.rand(batch, 1, height // patch, width // patch, generator=generator) < ratio
+    return cells.float().repeat_interleave(patch, dim=2).repeat_interleave(patch, dim=3).to(device)
 
 
 class ResNetMAE(nn.Module):

@@ -58,7 +58,7 @@ def generate(
     out = []
     for chunk in labels.split(batch_size):
         noise = torch.randn(len(chunk), *generator.sample_shape, generator=rng)
-        style = generator.draw_style(len(chunk), generator=rng)
+        style = generator.draw_style(len(chunk), rng=rng)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda"):
             x = generator(noise.to(device), chunk.to(device), alpha, style.to(device))
         out.append(x.float().cpu())

@@ -135,7 +135,7 @@ def drifting_loss(
     positives = queue.sample_class(labels, P, generator=rng)
     reals = positives if U == 0 else torch.cat([positives, queue.sample_global(Nc, U, generator=rng)], dim=1)
     noise = torch.randn(Nc * G, *generator.sample_shape, generator=rng)
-    style = generator.draw_style(Nc * G, generator=rng)
+    style = generator.draw_style(Nc * G, rng=rng)
 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     feature_options = dict(patch_sizes=tuple(cfg.feature_patch_sizes), every_k_block=cfg.feature_every_k_block)
@@ -282,7 +282,7 @@ class Trainer:
         """A grid from the EMA generator: one row per CFG scale in cfg.sample_alphas, one column per class."""
         ema = self.ema.model
         labels = torch.arange(self.cfg.num_classes, device=self.device)
-        style = ema.draw_style(len(labels), generator=torch.Generator().manual_seed(self.cfg.seed)).to(self.device)
+        style = ema.draw_style(len(labels), rng=torch.Generator().manual_seed(self.cfg.seed)).to(self.device)
         rows = [ema(self.sample_noise.to(self.device), labels, alpha, style) for alpha in self.cfg.sample_alphas]
         save_grid(torch.cat(rows).cpu(), self.out_dir / f"samples_{self.step:07d}.png", ncol=len(labels))
 

@@ -99,9 +99,8 @@ class MAETrainer:
                                            warmup=cfg.finetune_warmup, final=cfg.finetune_lambda)
         self.mae.train()
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            # The mask is drawn on the CPU generator so that runs are reproducible on any device.
             loss, metrics = self.mae(images.to(self.device), labels.to(self.device), lambda_cls=lambda_cls,
-                                     generator=self.rng if self.device.type == "cpu" else None)
+                                     generator=self.rng)
         loss = loss.mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

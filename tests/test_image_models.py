@@ -53,8 +53,8 @@ def test_output_depends_on_noise_class_alpha_and_style():
     assert not torch.allclose(base, model(noise, torch.tensor([1]), 3.0, style))
     assert not torch.allclose(base, model(noise, torch.tensor([1]), 1.0, (style + 1) % 64))
     # Without style indices the model draws them from the given random generator.
-    a = model(noise, torch.tensor([1]), generator=torch.Generator().manual_seed(3))
-    b = model(noise, torch.tensor([1]), generator=torch.Generator().manual_seed(3))
+    a = model(noise, torch.tensor([1]), rng=torch.Generator().manual_seed(3))
+    b = model(noise, torch.tensor([1]), rng=torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
 
 
