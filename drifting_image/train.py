@@ -180,6 +180,9 @@ class Trainer:
     """Holds the run's state; ``run()`` trains to cfg.steps, resuming from out_dir if a checkpoint is there."""
 
     def __init__(self, cfg: TrainConfig):
+        if cfg.pos_per_class > cfg.queue_per_class or cfg.unc_per_class > cfg.queue_global:
+            raise ValueError(f"the queues hold {cfg.queue_per_class} per class and {cfg.queue_global} in all; "
+                             f"pos_per_class={cfg.pos_per_class} and unc_per_class={cfg.unc_per_class} must fit")
         self.cfg = cfg
         self.rank, self.world, self.device = setup_distributed()
         self.out_dir = Path(cfg.out_dir)
