@@ -1,0 +1,129 @@
+"""Evaluating a trained policy with its task's env runner (``drifting-policy eval``).
+
+``checkpoint`` may be
+* a run directory: its ``pretrained/best`` (or ``pretrained/last``) export;
+* an exported policy directory (``config.json`` + ``model.safetensors``), loaded with the policy class's
+  ``from_pretrained``; the task comes from the ``train_config.yaml`` the workspace writes beside it, or from
+  ``task=<name> policy=<name>`` for directories exported elsewhere;
+* a ``.ckpt`` file of a run: the policy is built from the saved config and given the EMA weights.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from drifting_policy.checkpoint import load_checkpoint
+from drifting_policy.config import compose_train_config, load_config
+from drifting_policy.workspace import numeric_items, resolve_device
+
+# Keys of `eval` itself; any other key without a dot is an env-runner argument (n_test=50 -> task.env_runner.n_test).
+EVAL_KEYS = ("checkpoint", "output_dir", "device", "which", "task", "policy")
+
+
+def split_overrides(overrides: list[str]) -> tuple[dict, list[str]]:
+    """``key=value`` strings into eval's own options and dotted config overrides."""
+    options, dotted = {}, []
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"expected key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        if key in EVAL_KEYS:
+            options[key] = value
+        else:
+            dotted.append(item if "." in key else f"task.env_runner.{key}={value}")
+    if "checkpoint" not in options:
+        raise ValueError("eval needs checkpoint=<run dir | pretrained dir | .ckpt file>")
+    return options, dotted
+
+
+def find_policy_source(path: Path, which: str = "best") -> Path:
+    """A run directory resolves to its exported policy; other paths are returned as they are."""
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.is_dir() and not (path / "config.json").exists():
+        for name in (which, "last", "best"):
+            candidate = path / "pretrained" / name
+            if (candidate / "config.json").exists():
+                return candidate
+        raise FileNotFoundError(f"{path}: neither an exported policy (config.json) nor a run directory with "
+                                "pretrained/best or pretrained/last")
+    return path
+
+
+def run_root(source: Path) -> Path | None:
+    """The run directory a checkpoint or export lives in, if any."""
+    for parent in (source.parent, source.parent.parent):
+        if (parent / ".hydra" / "config.yaml").exists():
+            return parent
+    return None
+
+
+def load_policy(source: Path, options: dict, dotted: list[str]) -> tuple[torch.nn.Module, DictConfig]:
+    """The policy (EMA weights) and the run config, with ``dotted`` overrides merged in."""
+    if source.is_file():
+        state = load_checkpoint(source)
+        cfg = OmegaConf.create(state["cfg"])
+        policy = hydra.utils.instantiate(cfg.policy)
+        policy.load_state_dict(state["ema"]["model"] if state.get("ema") else state["policy"])
+    else:
+        if (source / "train_config.yaml").exists():
+            cfg = load_config(source / "train_config.yaml")
+        elif "task" in options and "policy" in options:
+            cfg, _ = compose_train_config([f"task={options['task']}", f"policy={options['policy']}"])
+        else:
+            raise FileNotFoundError(f"{source} has no train_config.yaml; say which task and policy it is: "
+                                    "task=<name> policy=<name>")
+        policy_class = hydra.utils.get_object(cfg.policy._target_)
+        if not hasattr(policy_class, "from_pretrained"):
+            raise TypeError(f"policy._target_ {cfg.policy._target_} has no from_pretrained; cannot load {source}")
+        policy = policy_class.from_pretrained(source)
+    cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotted))
+    return policy, cfg
+
+
+def evaluate(overrides: list[str]) -> dict:
+    options, dotted = split_overrides(overrides)
+    source = find_policy_source(Path(options["checkpoint"]), options.get("which", "best"))
+    policy, cfg = load_policy(source, options, dotted)
+    device = resolve_device(options.get("device", "auto"))
+    policy.to(device).eval()
+
+    if "output_dir" in options:
+        output_dir = Path(options["output_dir"])
+    else:
+        root = run_root(source)
+        name = source.stem if source.is_file() else source.name
+        output_dir = root / "eval" / name if root else source.parent / f"eval_{name}"
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    runner = hydra.utils.instantiate(cfg.task.env_runner, output_dir=str(output_dir))
+    try:
+        with torch.no_grad():
+            log = runner.run(policy)
+    finally:
+        if hasattr(runner, "close"):
+            runner.close()
+
+    result = {"checkpoint": str(source), "task": cfg.task.name, **log}
+    tmp = output_dir / ".eval_log.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, output_dir / "eval_log.json")
+    print_results(result, output_dir)
+    return result
+
+
+def print_results(result: dict, output_dir: Path) -> None:
+    numbers = numeric_items(result)
+    episodes = {key: value for key, value in numbers.items() if "/sim_max_reward_" in key}
+    for key in sorted(episodes, key=lambda k: (k.split("/")[0], int(k.rsplit("_", 1)[1]))):
+        prefix, seed = key.split("/")[0], key.rsplit("_", 1)[1]
+        print(f"  {prefix:5s} seed {seed:>7s}: {episodes[key]:.3f}")
+    for key in sorted(k for k in numbers if k not in episodes):
+        print(f"{key}: {numbers[key]:.4f}")
+    videos = [value for key, value in result.items() if "video" in key]
+    print(f"wrote {output_dir / 'eval_log.json'}" + (f" and {len(videos)} videos" if videos else ""))

@@ -1,0 +1,61 @@
+"""PNG curves of a run from its ``logs.json.txt``: epoch-mean train and validation loss, and test score."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from drifting_policy.json_log import read_json_log
+
+
+def epoch_records(records: list[dict]) -> list[dict]:
+    """The last line of each epoch: the one carrying the epoch's mean train loss, val loss and rollout scores."""
+    last = {}
+    for record in records:
+        if "epoch" in record:
+            last[record["epoch"]] = record
+    return [last[epoch] for epoch in sorted(last)]
+
+
+def _series(records: list[dict], key: str) -> tuple[list, list]:
+    points = [(r["epoch"], r[key]) for r in records if r.get(key) is not None]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def plot_training_curves(log_path: str | Path, out_path: str | Path, title: str = "") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = epoch_records(read_json_log(log_path))
+    fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(11, 4))
+    losses = []
+    for key, label in (("train_loss", "train loss (epoch mean)"), ("val_loss", "val loss")):
+        epochs, values = _series(records, key)
+        if values:
+            ax_loss.plot(epochs, values, label=label, marker="." if len(values) < 50 else None)
+            losses += values
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss")
+    if losses and min(losses) > 0:
+        ax_loss.set_yscale("log")
+    ax_loss.legend()
+    for key in ("test/mean_score", "train/mean_score"):
+        epochs, values = _series(records, key)
+        if values:
+            ax_score.plot(epochs, values, label=key, marker="o")
+    ax_score.set_xlabel("epoch")
+    ax_score.set_ylabel("score")
+    ax_score.set_ylim(-0.02, 1.02)
+    if ax_score.lines:
+        ax_score.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, out_path)
+    return out_path

@@ -1,0 +1,443 @@
+"""Training a policy on a task: Diffusion Policy's training workspace, written as one visible loop.
+
+Per epoch: every batch of the task's ``SequenceDataset`` goes through ``loss = policy.compute_loss(batch)``,
+backward, an AdamW step, a per-batch cosine learning-rate step and an EMA update. At the end of the epoch the
+EMA policy is rolled out by the task's env runner (every ``rollout_every`` epochs), the validation loss is
+measured (every ``val_every``), a line goes to ``logs.json.txt`` and the checkpoints are written.
+
+Exact resume: ``latest.ckpt`` is written at epoch boundaries and holds the policy, EMA, optimizer, scheduler,
+counters and every rank's RNG states; the data order of an epoch depends only on ``(training.seed, epoch)``, so
+a resumed run repeats an uninterrupted one step for step.
+
+Several GPUs: run the same command under ``torchrun --nproc_per_node=N``. ``dataloader.batch_size`` is the
+global batch, split evenly over the ranks; gradients are averaged by DistributedDataParallel; only rank 0
+evaluates, logs and writes files.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from drifting import EMA
+from drifting_policy.checkpoint import TopKCheckpoints, atomic_save_pretrained, atomic_torch_save, load_checkpoint
+from drifting_policy.config import check_train_config, save_config
+from drifting_policy.json_log import JsonLogger
+from drifting_policy.plots import plot_training_curves
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------- small helpers
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def to_device(batch, device: torch.device):
+    if isinstance(batch, dict):
+        return {key: to_device(value, device) for key, value in batch.items()}
+    return batch.to(device, non_blocking=True)
+
+
+def batch_statistics(batch, prefix: str = "") -> list[str]:
+    """One line per tensor: shape, min / max / mean of its finite values and how many are NaN or inf."""
+    if isinstance(batch, dict):
+        return [line for key, value in batch.items() for line in batch_statistics(value, f"{prefix}{key}.")]
+    x = batch.detach().float().cpu()
+    finite = x[torch.isfinite(x)]
+    summary = (f"min {finite.min():.4g}, max {finite.max():.4g}, mean {finite.mean():.4g}" if finite.numel()
+               else "no finite values")
+    return [f"{prefix.rstrip('.')} {tuple(x.shape)}: {summary}, NaN {int(torch.isnan(x).sum())}, "
+            f"inf {int(torch.isinf(x).sum())}"]
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def numeric_items(log: dict) -> dict:
+    """What goes to the logs: numbers only (runners also return video paths)."""
+    return {key: value for key, value in log.items()
+            if isinstance(value, (int, float, np.number)) and not isinstance(value, bool)}
+
+
+class Distributed:
+    """Rank, world size and device from torchrun's environment variables (one process, rank 0, without them)."""
+
+    def __init__(self, device_name: str, timeout_min: float = 120.0):
+        self.world_size = int(os.environ.get("WORLD_SIZE", 1))
+        self.rank = int(os.environ.get("RANK", 0))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        self.device = resolve_device(device_name)
+        if self.world_size > 1:
+            if self.device.type == "cuda":
+                self.device = torch.device("cuda", self.local_rank)
+                torch.cuda.set_device(self.device)
+            # Rank 0 evaluates while the others wait, so the timeout must outlast a rollout.
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo",
+                                    timeout=datetime.timedelta(minutes=timeout_min))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        if self.world_size == 1:
+            return value
+        value = value.detach().clone()
+        dist.all_reduce(value)
+        return value / self.world_size
+
+    def gather(self, obj) -> list:
+        if self.world_size == 1:
+            return [obj]
+        gathered = [None] * self.world_size
+        dist.all_gather_object(gathered, obj)
+        return gathered
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class PolicyLoss(nn.Module):
+    """``forward(batch) = policy.compute_loss(batch)``, so DistributedDataParallel sees the loss as a forward."""
+
+    def __init__(self, policy: nn.Module):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, batch):
+        return self.policy.compute_loss(batch)
+
+
+# ---------------------------------------------------------------------------------------------- the workspace
+class TrainWorkspace:
+    """Builds everything from ``cfg`` (see configs/train.yaml) and trains in ``run_dir``."""
+
+    def __init__(self, cfg: DictConfig, run_dir: str | Path, run_info: dict | None = None):
+        check_train_config(cfg)
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.run_info = dict(run_info or {})
+        self.dist = Distributed(cfg.training.device)
+        self.device = self.dist.device
+        self.epoch = 0
+        self.global_step = 0
+        self.best_score = -math.inf
+
+    # ------------------------------------------------------------------ building
+    def build(self) -> None:
+        cfg, device = self.cfg, self.device
+        seed_everything(cfg.training.seed)  # same initial weights on every rank
+
+        self.dataset = hydra.utils.instantiate(cfg.task.dataset)
+        self.val_dataset = self.dataset.get_validation_dataset()
+        batch_size = cfg.dataloader.batch_size
+        if batch_size % self.dist.world_size:
+            raise ValueError(f"dataloader.batch_size={batch_size} (the global batch) must divide evenly over "
+                             f"{self.dist.world_size} processes")
+        # A DistributedSampler even on one process: the epoch's order is a function of (seed, epoch) only.
+        self.sampler = DistributedSampler(self.dataset, num_replicas=self.dist.world_size, rank=self.dist.rank,
+                                          shuffle=True, seed=cfg.training.seed)
+        loader_kwargs = OmegaConf.to_container(cfg.dataloader, resolve=True)
+        loader_kwargs.pop("shuffle", None)
+        loader_kwargs["batch_size"] = batch_size // self.dist.world_size
+        self.train_loader = DataLoader(self.dataset, sampler=self.sampler, **loader_kwargs)
+        val_kwargs = OmegaConf.to_container(cfg.val_dataloader, resolve=True)
+        val_kwargs["shuffle"] = False
+        self.val_loader = DataLoader(self.val_dataset, **val_kwargs) if len(self.val_dataset) else None
+
+        self.policy = hydra.utils.instantiate(cfg.policy)
+        self.policy.set_normalizer(self.dataset.get_normalizer())
+        self.policy.to(device)
+        # The EMA copy is taken after set_normalizer, so it carries the same normalizer.
+        self.ema = (EMA(self.policy, decay=cfg.ema.max_decay, power=cfg.ema.power, inv_gamma=cfg.ema.inv_gamma,
+                        min_decay=cfg.ema.min_decay) if cfg.training.use_ema else None)
+        self.loss_fn = PolicyLoss(self.policy)
+        if self.dist.world_size > 1:
+            self.loss_fn = nn.parallel.DistributedDataParallel(
+                self.loss_fn, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=cfg.training.find_unused_parameters)
+
+        self.optimizer = self.build_optimizer()
+        steps_per_epoch = len(self.train_loader)
+        if cfg.training.max_train_steps is not None:
+            steps_per_epoch = min(steps_per_epoch, cfg.training.max_train_steps)
+        self.steps_per_epoch = steps_per_epoch
+
+        from diffusers.optimization import get_scheduler
+
+        self.lr_scheduler = get_scheduler(cfg.training.lr_scheduler, optimizer=self.optimizer,
+                                          num_warmup_steps=cfg.training.lr_warmup_steps,
+                                          num_training_steps=steps_per_epoch * cfg.training.num_epochs)
+        self.env_runner = None
+        if self.dist.is_main:
+            self.env_runner = hydra.utils.instantiate(cfg.task.env_runner, output_dir=str(self.run_dir))
+        self.topk = TopKCheckpoints(self.run_dir / "checkpoints", k=cfg.checkpoint.topk)
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """AdamW; a policy with ``get_optim_groups(weight_decay)`` (transformers) chooses its parameter groups."""
+        opt = self.cfg.optimizer
+        if hasattr(self.policy, "get_optim_groups"):
+            params = self.policy.get_optim_groups(weight_decay=opt.weight_decay)
+        else:
+            params = [p for p in self.policy.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps,
+                                 weight_decay=opt.weight_decay)
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def latest_path(self) -> Path:
+        return self.run_dir / "checkpoints" / "latest.ckpt"
+
+    def state_dict(self, rng_states: list[dict]) -> dict:
+        return {
+            "cfg": OmegaConf.to_container(self.cfg, resolve=False),
+            "policy": self.policy.state_dict(),
+            "ema": None if self.ema is None else self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "epoch": self.epoch,  # the next epoch to run
+            "global_step": self.global_step,
+            "best_score": self.best_score,
+            "rng": rng_states,  # one per rank
+        }
+
+    def resume(self) -> bool:
+        if not (self.cfg.training.resume and self.latest_path.is_file()):
+            return False
+        state = load_checkpoint(self.latest_path)
+        self.policy.load_state_dict(state["policy"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.epoch, self.global_step = state["epoch"], state["global_step"]
+        self.best_score = state["best_score"]
+        if len(state["rng"]) == self.dist.world_size:
+            set_rng_state(state["rng"][self.dist.rank])
+        else:
+            print(f"[rank {self.dist.rank}] checkpoint has RNG states of {len(state['rng'])} processes, this run "
+                  f"has {self.dist.world_size}: reseeding (the resumed run will not repeat the original exactly)")
+            seed_everything(self.cfg.training.seed + 1000 * self.epoch + self.dist.rank)
+        if self.dist.is_main:
+            print(f"Resumed from {self.latest_path} at epoch {self.epoch}, global step {self.global_step}")
+        return True
+
+    def save(self, step_log: dict) -> None:
+        """latest.ckpt, the top-k copy when this epoch was scored, and the pretrained exports. Called by every rank
+        (they send their RNG states); only rank 0 writes."""
+        rng_states = self.dist.gather(rng_state())
+        if not self.dist.is_main:
+            return
+        atomic_torch_save(self.state_dict(rng_states), self.latest_path)
+        self.export("last")
+        score = step_log.get("test/mean_score")
+        if score is not None:
+            self.topk.add(self.latest_path, epoch=self.epoch - 1, score=float(score))
+
+    def eval_policy(self) -> nn.Module:
+        return self.policy if self.ema is None else self.ema.model
+
+    def export(self, name: str) -> None:
+        """The evaluation (EMA) policy as ``<run>/pretrained/<name>/``, with the run's config beside it so that
+        ``drifting-policy eval`` knows the task."""
+        atomic_save_pretrained(self.eval_policy(), self.run_dir / "pretrained" / name,
+                               {"train_config.yaml": OmegaConf.to_yaml(self.cfg)})
+
+    # ------------------------------------------------------------------ logging
+    def write_run_info(self) -> None:
+        """run_info.json: what the run is (read by ``report``). A resumed run keeps its original entries."""
+        path = self.run_dir / "run_info.json"
+        info = {"task": self.cfg.task.name, "policy": self.cfg.policy._target_.rsplit(".", 1)[-1],
+                "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        if path.exists():
+            info.update(json.loads(path.read_text()))
+        info.update(self.run_info)
+        info.update(policy_target=self.cfg.policy._target_, seed=self.cfg.training.seed,
+                    world_size=self.dist.world_size)
+        info.setdefault("wandb_id", f"{info['task']}-{info['policy']}-{int(time.time())}")
+        self.run_info = info
+        tmp = path.with_name(".run_info.json.tmp")
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
+        os.replace(tmp, path)
+
+    def open_wandb(self):
+        """None unless ``logging.mode`` is 'online' or 'offline' (the default, written under <run>/wandb)."""
+        log_cfg = self.cfg.logging
+        if log_cfg.mode == "disabled":
+            return None
+        if log_cfg.mode not in ("online", "offline"):
+            raise ValueError(f"logging.mode must be 'offline', 'online' or 'disabled', got {log_cfg.mode!r}")
+        import wandb  # lazily: a missing or broken wandb is fine with logging.mode=disabled
+
+        return wandb.init(dir=str(self.run_dir), mode=log_cfg.mode, project=log_cfg.project,
+                          name=log_cfg.name or self.run_dir.name, group=log_cfg.group,
+                          tags=list(log_cfg.tags or []), id=self.run_info["wandb_id"], resume="allow",
+                          config=OmegaConf.to_container(self.cfg, resolve=True))
+
+    def plot(self) -> None:
+        plot_training_curves(self.run_dir / "logs.json.txt", self.run_dir / "plots" / "training_curves.png",
+                             title=f"{self.run_info.get('task')} / {self.run_info.get('policy')}")
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def validation_loss(self) -> float | None:
+        if self.val_loader is None:
+            return None
+        self.policy.eval()
+        losses = []
+        for batch_idx, batch in enumerate(self.val_loader):
+            if self.cfg.training.max_val_steps is not None and batch_idx >= self.cfg.training.max_val_steps:
+                break
+            losses.append(self.policy.compute_loss(to_device(batch, self.device)).item())
+        self.policy.train()
+        return float(np.mean(losses)) if losses else None
+
+    def rollout(self) -> dict:
+        policy = self.eval_policy()
+        policy.eval()
+        log = self.env_runner.run(policy)
+        if "test/mean_score" not in log:
+            raise KeyError(f"the env runner {type(self.env_runner).__name__} returned no 'test/mean_score' "
+                           f"(keys: {sorted(log)[:10]}...)")
+        return log
+
+    # ------------------------------------------------------------------ the loop
+    def train_step(self, batch) -> float:
+        loss = self.loss_fn(batch)
+        loss_value = self.dist.mean(loss.detach()).item()
+        if not math.isfinite(loss_value):
+            raise NonFiniteLossError(
+                f"training loss is {loss_value} at global step {self.global_step} (epoch {self.epoch}); nothing was "
+                f"updated or saved for this step (checkpoints: {self.latest_path.parent}). Batch on rank "
+                f"{self.dist.rank}:\n  " + "\n  ".join(batch_statistics(batch)))
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.lr_scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.policy)
+        return loss_value
+
+    def run(self) -> None:
+        cfg = self.cfg
+        if self.latest_path.exists() and not cfg.training.resume:
+            raise FileExistsError(f"{self.run_dir} already holds a run and training.resume=false; pick another "
+                                  "run_dir (or resume it)")
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / ".hydra" / "config.yaml")
+        self.dist.barrier()
+        self.build()
+        resumed = self.resume()
+        seed_base = cfg.training.seed + self.dist.rank  # ranks draw different noise in compute_loss
+        if not resumed:
+            seed_everything(seed_base)
+
+        json_logger = wandb_run = None
+        if self.dist.is_main:
+            self.write_run_info()
+            json_logger = JsonLogger(self.run_dir / "logs.json.txt", resume_step=self.global_step)
+            wandb_run = self.open_wandb()
+        try:
+            self.loop(json_logger, wandb_run)
+        finally:
+            if json_logger is not None:
+                json_logger.close()
+            if wandb_run is not None:
+                wandb_run.finish()
+            if self.env_runner is not None and hasattr(self.env_runner, "close"):
+                self.env_runner.close()
+            self.dist.close()
+
+    def loop(self, json_logger: JsonLogger | None, wandb_run) -> None:
+        cfg, train = self.cfg, self.cfg.training
+
+        def log(step_log: dict) -> None:
+            if json_logger is not None:
+                json_logger.log(numeric_items(step_log))
+            if wandb_run is not None:
+                wandb_run.log(numeric_items(step_log), step=self.global_step)
+
+        self.policy.train()
+        while self.epoch < train.num_epochs:
+            self.sampler.set_epoch(self.epoch)
+            train_losses = []
+            batches = tqdm(self.train_loader, total=self.steps_per_epoch, desc=f"epoch {self.epoch}", leave=False,
+                           mininterval=train.tqdm_interval_sec, disable=not self.dist.is_main)
+            for batch_idx, batch in enumerate(batches):
+                loss = self.train_step(to_device(batch, self.device))
+                train_losses.append(loss)
+                batches.set_postfix(loss=loss, refresh=False)
+                step_log = {"train_loss": loss, "global_step": self.global_step, "epoch": self.epoch,
+                            "lr": self.lr_scheduler.get_last_lr()[0]}
+                if batch_idx == self.steps_per_epoch - 1:
+                    break  # the epoch's last line also carries validation and rollout results
+                log(step_log)
+                self.global_step += 1
+            batches.close()
+
+            # ---- end of epoch: Diffusion Policy's order and cadence (epoch 0 included)
+            step_log["train_loss"] = float(np.mean(train_losses))
+            rollout_due = self.epoch % train.rollout_every == 0
+            if self.dist.is_main:
+                if rollout_due:
+                    step_log.update(self.rollout())
+                if self.epoch % train.val_every == 0:
+                    val_loss = self.validation_loss()
+                    if val_loss is not None:
+                        step_log["val_loss"] = val_loss
+                self.policy.train()
+                log(step_log)
+                score = step_log.get("test/mean_score")
+                if score is not None and score > self.best_score:
+                    self.best_score = float(score)
+                    self.export("best")
+            self.dist.barrier()
+            finished_epoch = self.epoch
+            self.global_step += 1
+            self.epoch += 1
+
+            last_epoch = self.epoch == train.num_epochs
+            if finished_epoch % train.checkpoint_every == 0 or last_epoch or rollout_due:
+                self.save(step_log)
+            if self.dist.is_main and (rollout_due or last_epoch):
+                self.plot()
