@@ -3,9 +3,10 @@
 Planning. The block moves only while it is pushed (gym-pusht's space has zero damping and frictionless shapes), so a
 push by the round agent at a point of the T's outline moves the block quasi-statically along the contact normal:
 per unit of agent travel along the normal n at lever arm r from the centre of gravity, the centre moves by
-n / (m k) and the angle by (r x n) / (I k), with k = 1/m + (r x n)^2 / I. For every candidate contact (points along
-the outline's edges and fanned normals at its convex corners) the planner finds the push length that most reduces
-the pose error
+n / (m k) and the angle by (r x n) / (I k), with k = 1/m + (r x n)^2 / I. ``simulate_pushes`` integrates this
+along straight pushes, re-finding the contact as the block turns. For every candidate contact (points along the
+outline's edges and fanned normals at its convex corners) the planner finds the push length that most reduces the
+pose error
 
     E = |com - com_goal|^2 + 2 rho^2 (1 - cos(angle - angle_goal))
 
@@ -13,9 +14,10 @@ the pose error
 the centre of gravity), and rates it by that reduction per env step, counting the trip to the contact. The trip is
 straight when the segment clears the T, otherwise a detour along a circle around the block.
 
-Multimodality. Candidates whose rate is within ``tolerance`` of the best are equally good; the expert picks one
-of them at random, and when both ways around the block are about as long it picks the direction at random, from
-its own seeded generator. Demonstrations from nearby states therefore differ the way human ones do.
+Multimodality. The options are distinct plans: a face of the T (its best contact) times a way to get there
+(straight, or around the block either way). Options whose rate is within ``tolerance`` of the best are equally
+good, and the expert picks one of them uniformly with its own seeded generator, so runs from the same state go
+different ways (``envs.pusht.stats.expert_divergence``).
 
 Execution. The agent follows the planned polyline (trip, approach along the normal, push) by aiming a carrot a
 fixed look-ahead ahead of its projection onto the path; gym-pusht's PD controller (critically damped, 0.1 s time
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.pusht.env import GOAL_POSE, T_CENTER_OF_GRAVITY, pose_transform
+from envs.pusht.env import GOAL_POSE, T_BAR, T_CENTER_OF_GRAVITY, T_STEM, pose_transform
 
 AGENT_RADIUS = 15.0
 BLOCK_MASS = 1.0
@@ -35,7 +37,7 @@ BLOCK_MOMENT = 3000.0  # gym-pusht's body moment about the centre of gravity
 T_OUTLINE = np.array(
     [[-60.0, 0.0], [60.0, 0.0], [60.0, 30.0], [15.0, 30.0], [15.0, 120.0], [-15.0, 120.0], [-15.0, 30.0], [-60.0, 30.0]]
 )
-T_RECTS = np.array([[-60.0, 0.0, 60.0, 30.0], [-15.0, 30.0, 15.0, 120.0]])  # x0, y0, x1, y1
+T_RECTS = np.array([[*part.min(0), *part.max(0)] for part in (T_BAR, T_STEM)])  # x0, y0, x1, y1
 RHO2 = 1950.0  # mean squared distance of the T's area from its centre of gravity
 ORBIT_RADIUS = 77.0 + AGENT_RADIUS + 6.0  # farthest T point from the centre of gravity, plus the agent, plus margin
 ARENA = (20.0, 492.0)  # agent centre range that keeps it off the walls
