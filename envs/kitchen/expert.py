@@ -28,9 +28,12 @@ N_ARM = 7
 
 # gripper pointing forward (+y), fingers opening along world x; columns are the site's x, y, z axes
 FORWARD = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
-# the same, rolled 90 degrees about the approach axis so the fingers open vertically (kettle handle bar)
+# the same, rolled 90 degrees about the approach axis so the fingers open vertically (kettle handle bar);
+# this sense of roll turns joint 7 away from its upper limit, where the arm starts
 FORWARD_ROLLED = Rotation.from_rotvec([0.0, -np.pi / 2, 0.0]).as_matrix() @ FORWARD
 OPEN, CLOSE = 1.0, -1.0
+FAST = 0.08  # metres per step in free space (1 m/s); contact phases use Phase's default 0.03
+TRANSIT_POSTURE_GAIN = 0.3  # free-space moves also restore the start posture, so every subtask starts alike
 
 
 def rot_z(angle: float) -> np.ndarray:
@@ -40,13 +43,11 @@ def rot_z(angle: float) -> np.ndarray:
 class IKController:
     """Maps an end-effector pose target to a FrankaKitchen action through one DLS IK step."""
 
-    def __init__(self, model: mujoco.MjModel, damping: float = 0.05, max_step: float = 0.03,
-                 max_rot_step: float = 0.25, nullspace_gain: float = 0.05):
+    def __init__(self, model: mujoco.MjModel, damping: float = 0.05, max_rot_step: float = 0.25):
         self.model = model
         self.scratch = mujoco.MjData(model)
         self.site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "end_effector")
-        self.damping, self.max_step, self.max_rot_step = damping, max_step, max_rot_step
-        self.nullspace_gain = nullspace_gain
+        self.damping, self.max_rot_step = damping, max_rot_step
         self.kp = model.actuator_gainprm[:N_ARM, 0].copy()
         self.joint_damping = model.dof_damping[:N_ARM].copy()
         self.rest = None
@@ -58,14 +59,16 @@ class IKController:
         return data.site_xpos[self.site].copy(), data.site_xmat[self.site].reshape(3, 3).copy()
 
     def action(self, data: mujoco.MjData, q_observed: np.ndarray, pos: np.ndarray, rot: np.ndarray,
-               grip: float) -> np.ndarray:
+               grip: float, max_step: float = 0.03, posture_gain: float = 0.05) -> np.ndarray:
+        """Action towards the site pose (pos, rot), moving at most ``max_step`` metres this step and pulling
+        the arm towards its start posture by ``posture_gain`` of the difference in the task's null space."""
         q = data.qpos[:N_ARM].copy()
         if self.rest is None:
             self.rest = q.copy()
         cur_pos, cur_rot = self.site_pose(data)
-        err_pos = _clip_norm(pos - cur_pos, self.max_step)
+        err_pos = _clip_norm(pos - cur_pos, max_step)
         err_rot = _clip_norm(Rotation.from_matrix(rot @ cur_rot.T).as_rotvec(), self.max_rot_step)
-        dq = self._joint_step(q, self._jacobian(data), np.concatenate([err_pos, err_rot]))
+        dq = self._joint_step(q, self._jacobian(data), np.concatenate([err_pos, err_rot]), posture_gain)
         command = (q + dq + data.qfrc_bias[:N_ARM] / self.kp
                    + self.joint_damping * dq / (self.kp * CONTROL_DT))
         action = np.empty(9)
@@ -73,7 +76,7 @@ class IKController:
         action[N_ARM:] = grip
         return np.clip(action, -1.0, 1.0)
 
-    def _joint_step(self, q: np.ndarray, jac: np.ndarray, err: np.ndarray) -> np.ndarray:
+    def _joint_step(self, q: np.ndarray, jac: np.ndarray, err: np.ndarray, posture_gain: float) -> np.ndarray:
         """DLS step plus a pull towards the start posture in the null space; joints that would cross their
         limits are frozen and the step is solved again with the others (the arm starts near joint 2's limit)."""
         free = np.ones(N_ARM)
@@ -82,7 +85,7 @@ class IKController:
             lhs = jac_free @ jac_free.T + self.damping**2 * np.eye(6)
             dq = jac_free.T @ np.linalg.solve(lhs, err)
             nullspace = np.eye(N_ARM) - np.linalg.pinv(jac_free) @ jac_free
-            dq += free * (nullspace @ (self.nullspace_gain * (self.rest - q)))
+            dq += free * (nullspace @ (posture_gain * (self.rest - q)))
             blocked = ((q + dq < self.lower) & (dq < 0)) | ((q + dq > self.upper) & (dq > 0))
             if not blocked.any():
                 break
@@ -106,12 +109,14 @@ def _clip_norm(vec: np.ndarray, limit: float) -> np.ndarray:
 
 @dataclass
 class Phase:
-    """One segment of a subtask: a pose target (recomputed every step), a gripper command, an exit test."""
+    """One segment of a subtask: a pose target (recomputed every step), a gripper command, an exit test,
+    a step limit and a speed (metres per step; free-space transits run at ``FAST``)."""
 
     target: Callable[[mujoco.MjData], tuple[np.ndarray, np.ndarray]]
     grip: float
     done: Callable[[mujoco.MjData, float], bool]  # (data, position error) -> finished
     max_steps: int = 60
+    speed: float = 0.03
 
 
 def reached(tol: float) -> Callable[[mujoco.MjData, float], bool]:
@@ -147,7 +152,7 @@ class SubtaskScripts:
                 anchor["pos"] = data.site_xpos[self.ee].copy() + np.array([0.0, -back, 0.0])
             return anchor["pos"], rot
 
-        return Phase(target, grip, reached(0.04), max_steps=15)
+        return Phase(target, grip, reached(0.03), 12, FAST)
 
     # -- subtasks --------------------------------------------------------------------------------------
     def _microwave(self, data) -> list[Phase]:
@@ -172,8 +177,8 @@ class SubtaskScripts:
             angle = data.qpos[hinge] - 0.12  # aim 0.12 rad along the arc
             return handle_at(angle, -0.01), rot_z(0.5 * angle) @ FORWARD  # half the door's yaw: grips best
 
-        opened = lambda data, err: data.qpos[hinge] < -0.65
-        return [Phase(approach, OPEN, reached(0.03)), Phase(grasp, OPEN, reached(0.015), 20),
+        opened = lambda data, err: data.qpos[hinge] < -0.5  # counted at -0.45; the arm's reach ends near -0.55
+        return [Phase(approach, OPEN, reached(0.03), speed=FAST), Phase(grasp, OPEN, reached(0.015), 20),
                 Phase(grasp, CLOSE, lambda d, e: d.qpos[7] + d.qpos[8] < 0.04, 6),
                 Phase(pull, CLOSE, opened, 50), Phase(pull, OPEN, lambda d, e: d.qpos[7] > 0.03, 6),
                 self._retreat(rot_z(-0.35) @ FORWARD)]
@@ -182,7 +187,7 @@ class SubtaskScripts:
     def _sweep(self, start: np.ndarray, end: np.ndarray, done) -> list[Phase]:
         """Closed fingers as a paddle: come in from the robot's side to ``start``, then push to ``end``."""
         before = start + np.array([0.0, -0.12, 0.0])
-        return [Phase(lambda d: (before, FORWARD), CLOSE, reached(0.03)),
+        return [Phase(lambda d: (before, FORWARD), CLOSE, reached(0.03), speed=FAST),
                 Phase(lambda d: (start, FORWARD), CLOSE, reached(0.015), 20),
                 Phase(lambda d: (end, FORWARD), CLOSE, done, 40),
                 self._retreat(FORWARD, grip=CLOSE)]
@@ -199,7 +204,7 @@ class SubtaskScripts:
         handle = self._site_pos(data, "slide_site")
         joint = self.qadr("slide_cabinet")
         return self._sweep(handle + [-0.05, 0.0, 0.0], handle + [0.3, 0.0, 0.0],
-                           lambda d, e: d.qpos[joint] > 0.25)
+                           lambda d, e: d.qpos[joint] > 0.2)
 
     def _kettle(self, data) -> list[Phase]:
         """Grip the handle bar with the fingers opening vertically, lift, carry to the back burner, set down."""
@@ -208,15 +213,16 @@ class SubtaskScripts:
         lifted = bar + np.array([0.0, 0.0, 0.06])
         above_goal = np.array([-0.23, 0.70, lifted[2]])
         placed = np.array([-0.23, 0.70, bar[2] + 0.01])
-        return [Phase(lambda d: (bar + [0.0, -0.18, 0.08], FORWARD_ROLLED), OPEN, reached(0.03)),
-                Phase(lambda d: (bar + [0.0, -0.12, 0.0], FORWARD_ROLLED), OPEN, reached(0.015)),
-                Phase(lambda d: (bar, FORWARD_ROLLED), OPEN, reached(0.012), 20),
-                Phase(lambda d: (bar, FORWARD_ROLLED), CLOSE, lambda d, e: d.qpos[7] + d.qpos[8] < 0.07, 6),
-                Phase(lambda d: (lifted, FORWARD_ROLLED), CLOSE, reached(0.02), 20),
-                Phase(lambda d: (above_goal, FORWARD_ROLLED), CLOSE, reached(0.03), 40),
-                Phase(lambda d: (placed, FORWARD_ROLLED), CLOSE, reached(0.02), 15),
-                Phase(lambda d: (placed, FORWARD_ROLLED), OPEN, lambda d, e: d.qpos[7] > 0.035, 6),
-                self._retreat(FORWARD_ROLLED, back=0.15)]
+        rolled = FORWARD_ROLLED
+        return [Phase(lambda d: (bar + [0.0, -0.18, 0.08], rolled), OPEN, reached(0.03), speed=FAST),
+                Phase(lambda d: (bar + [0.0, -0.12, 0.0], rolled), OPEN, reached(0.015)),
+                Phase(lambda d: (bar, rolled), OPEN, reached(0.012), 20),
+                Phase(lambda d: (bar, rolled), CLOSE, lambda d, e: d.qpos[7] + d.qpos[8] < 0.07, 6),
+                Phase(lambda d: (lifted, rolled), CLOSE, reached(0.02), 20),
+                Phase(lambda d: (above_goal, rolled), CLOSE, reached(0.03), 40),
+                Phase(lambda d: (placed, rolled), CLOSE, reached(0.02), 15),
+                Phase(lambda d: (placed, rolled), OPEN, lambda d, e: d.qpos[7] > 0.035, 6),
+                self._retreat(rolled, back=0.2)]  # the fingertips reach 5 cm past the bar
 
 
 class KitchenExpert:
@@ -239,7 +245,8 @@ class KitchenExpert:
         phase = self._current_phase(data)
         pos, rot = phase.target(data)
         self.phase_steps += 1
-        return self.ik.action(data, obs[:9], pos, rot, phase.grip)
+        posture_gain = TRANSIT_POSTURE_GAIN if phase.speed == FAST else 0.05
+        return self.ik.action(data, obs[:9], pos, rot, phase.grip, phase.speed, posture_gain)
 
     def _current_phase(self, data) -> Phase:
         while True:
