@@ -147,3 +147,11 @@ def test_task_configs(name):
         runner = instantiate(cfg.task.env_runner, n_test=1, n_train=1, vectorization="sync")
         assert [(e.prefix, e.seed) for e in runner.episodes] == [("train", 0), ("test", 100000)]
         runner.close()
+
+
+@pytest.mark.slow
+def test_expert_success_rate_on_all_test_seeds():
+    from envs.pusht.stats import evaluate_expert
+
+    result = evaluate_expert(range(100000, 100050))
+    assert result["success_rate"] >= 0.95 and result["mean_length"] < 200
