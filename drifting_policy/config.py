@@ -51,6 +51,10 @@ def check_train_config(cfg: DictConfig, source: str = "the composed config") -> 
     if missing:
         raise KeyError(f"{source}: the task config lacks {missing}; the keys a task must define are listed at the "
                        "top of configs/train.yaml")
+    for key in ("horizon", "n_obs_steps", "n_action_steps"):
+        if key in cfg and cfg[key] != cfg.task[key]:
+            raise ValueError(f"{source}: {key}={cfg[key]} but task.{key}={cfg.task[key]}; the task's value is the "
+                             f"one used, override task.{key}=... instead of {key}=...")
     for node, name in ((cfg.task.dataset, "task.dataset"), (cfg.task.env_runner, "task.env_runner"),
                        (cfg.policy, "policy")):
         if not isinstance(node, DictConfig) or "_target_" not in node:

@@ -213,10 +213,13 @@ class TrainWorkspace:
         self.topk = TopKCheckpoints(self.run_dir / "checkpoints", k=cfg.checkpoint.topk)
 
     def build_optimizer(self) -> torch.optim.Optimizer:
-        """AdamW; a policy with ``get_optim_groups(weight_decay)`` (transformers) chooses its parameter groups."""
+        """AdamW; a policy with ``get_optim_groups(weight_decay[, obs_encoder_weight_decay])`` chooses its
+        parameter groups (DP's transformer decays only weight matrices)."""
         opt = self.cfg.optimizer
         if hasattr(self.policy, "get_optim_groups"):
-            params = self.policy.get_optim_groups(weight_decay=opt.weight_decay)
+            extra = {} if opt.get("obs_encoder_weight_decay") is None else {
+                "obs_encoder_weight_decay": opt.obs_encoder_weight_decay}
+            params = self.policy.get_optim_groups(weight_decay=opt.weight_decay, **extra)
         else:
             params = [p for p in self.policy.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps,
@@ -357,6 +360,11 @@ class TrainWorkspace:
             self.ema.update(self.policy)
         return loss_value
 
+    def policy_metrics(self) -> dict:
+        """What the policy reports besides its loss (``last_metrics``, on rank 0's batch) as ``policy/<name>``."""
+        metrics = getattr(self.policy, "last_metrics", None) or {}
+        return {f"policy/{key}": value for key, value in metrics.items() if key != "loss"}
+
     def run(self) -> None:
         cfg = self.cfg
         if self.latest_path.exists() and not cfg.training.resume:
@@ -408,7 +416,7 @@ class TrainWorkspace:
                 train_losses.append(loss)
                 batches.set_postfix(loss=loss, refresh=False)
                 step_log = {"train_loss": loss, "global_step": self.global_step, "epoch": self.epoch,
-                            "lr": self.lr_scheduler.get_last_lr()[0]}
+                            "lr": self.lr_scheduler.get_last_lr()[0], **self.policy_metrics()}
                 if batch_idx == self.steps_per_epoch - 1:
                     break  # the epoch's last line also carries validation and rollout results
                 log(step_log)

@@ -26,6 +26,7 @@ from drifting_policy.data import ReplayBuffer
 from drifting_policy.evaluate import evaluate
 from drifting_policy.json_log import read_json_log
 from drifting_policy.normalizer import LinearNormalizer
+from drifting_policy.policies import BasePolicy
 from drifting_policy.report import main as report_main
 from drifting_policy.workspace import NonFiniteLossError, TrainWorkspace
 
@@ -174,6 +175,24 @@ n_obs_steps: ${task.n_obs_steps}
 n_action_steps: ${task.n_action_steps}
 """
 
+# The real policies, shrunk: a 2-level U-Net of 16/32 channels.
+REAL_POLICY_YAML = """
+_target_: drifting_policy.policies.{cls}
+config:
+  obs_dim: ${{task.obs_dim}}
+  action_dim: ${{task.action_dim}}
+  horizon: ${{task.horizon}}
+  n_obs_steps: ${{task.n_obs_steps}}
+  n_action_steps: ${{task.n_action_steps}}
+  down_dims: [16, 32]
+  kernel_size: 3
+  n_groups: 4
+  diffusion_step_embed_dim: 16
+  {extra}
+"""
+REAL_POLICIES = {"drifting_tiny": ("DriftingPolicy", "n_generated: 4"),
+                 "diffusion_tiny": ("DiffusionPolicy", "num_train_timesteps: 10")}
+
 FAST = ["dataloader.batch_size=32", "dataloader.num_workers=0", "dataloader.pin_memory=false",
         "val_dataloader.batch_size=64", "val_dataloader.num_workers=0", "val_dataloader.pin_memory=false",
         "logging.mode=disabled", "training.device=cpu", "training.lr_warmup_steps=5", "optimizer.lr=1e-2",
@@ -189,6 +208,8 @@ def config_dir(tmp_path_factory) -> Path:
     (root / "policy").mkdir()
     (root / "task" / "tiny.yaml").write_text(TASK_YAML)
     (root / "policy" / "tiny_mlp.yaml").write_text(POLICY_YAML)
+    for name, (cls, extra) in REAL_POLICIES.items():
+        (root / "policy" / f"{name}.yaml").write_text(REAL_POLICY_YAML.format(cls=cls, extra=extra))
     return root
 
 
@@ -197,16 +218,16 @@ def zarr_path(tmp_path_factory) -> Path:
     return write_tiny_zarr(tmp_path_factory.mktemp("data") / "tiny.zarr")
 
 
-def make_cfg(config_dir: Path, zarr_path: Path, run_dir: Path, *overrides: str):
-    cfg, choices = compose_train_config(["task=tiny", "policy=tiny_mlp", f"task.zarr_path={zarr_path}",
+def make_cfg(config_dir: Path, zarr_path: Path, run_dir: Path, *overrides: str, policy: str = "tiny_mlp"):
+    cfg, choices = compose_train_config([f"task=tiny", f"policy={policy}", f"task.zarr_path={zarr_path}",
                                          f"run_dir={run_dir}", *FAST, *overrides], config_dir=config_dir)
-    assert choices == {"task": "tiny", "policy": "tiny_mlp"}
+    assert choices == {"task": "tiny", "policy": policy}
     return cfg
 
 
-def train(config_dir, zarr_path, run_dir, *overrides):
-    cfg = make_cfg(config_dir, zarr_path, run_dir, *overrides)
-    TrainWorkspace(cfg, run_dir, run_info={"task": "tiny", "policy": "tiny_mlp"}).run()
+def train(config_dir, zarr_path, run_dir, *overrides, policy: str = "tiny_mlp"):
+    cfg = make_cfg(config_dir, zarr_path, run_dir, *overrides, policy=policy)
+    TrainWorkspace(cfg, run_dir, run_info={"task": "tiny", "policy": policy}).run()
     return read_json_log(Path(run_dir) / "logs.json.txt")
 
 
@@ -261,22 +282,32 @@ def test_training_run_logs_checkpoints_and_exports(trained_run):
     assert OmegaConf.load(trained_run / ".hydra" / "config.yaml").task.name == "tiny"
 
 
-def test_resume_repeats_an_uninterrupted_run(config_dir, zarr_path, tmp_path):
-    common = ["training.num_epochs=4", "training.rollout_every=1", "training.checkpoint_every=1"]
-    straight = train(config_dir, zarr_path, tmp_path / "straight", *common)
+@pytest.mark.parametrize("policy", sorted(REAL_POLICIES))
+def test_resume_repeats_an_uninterrupted_run(config_dir, zarr_path, tmp_path, policy):
+    """The real policies draw noise in compute_loss, so this also checks that RNG states are restored."""
+    common = ["training.num_epochs=3", "training.rollout_every=1", "training.checkpoint_every=1",
+              "training.max_train_steps=3", "optimizer.lr=1e-3"]
+    straight = train(config_dir, zarr_path, tmp_path / "straight", *common, policy=policy)
 
     # Interrupted during epoch 2's rollout: latest.ckpt holds the state after epoch 1.
     with pytest.raises(KeyboardInterrupt):
-        train(config_dir, zarr_path, tmp_path / "resumed", *common, "+task.env_runner.crash_on_call=2")
+        train(config_dir, zarr_path, tmp_path / "resumed", *common, "+task.env_runner.crash_on_call=2", policy=policy)
     assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "latest.ckpt")["epoch"] == 2
-    resumed = train(config_dir, zarr_path, tmp_path / "resumed", *common)
+    resumed = train(config_dir, zarr_path, tmp_path / "resumed", *common, policy=policy)
 
-    assert len(resumed) == len(straight)
+    assert len(resumed) == len(straight) == 9
     for a, b in zip(straight, resumed):
         assert a == b  # every logged number, bitwise
     final = {name: load_checkpoint(tmp_path / name / "checkpoints" / "latest.ckpt") for name in ("straight", "resumed")}
     for key, value in final["straight"]["policy"].items():
         assert torch.equal(value, final["resumed"]["policy"][key]), key
+
+    # the export holds the EMA weights and loads through the policy class's from_pretrained
+    exported = BasePolicy.from_pretrained(tmp_path / "resumed" / "pretrained" / "last")
+    for key, value in exported.state_dict().items():
+        assert torch.equal(value, final["resumed"]["ema"]["model"][key]), key
+    result = evaluate([f"checkpoint={tmp_path / 'resumed'}", "which=last", f"output_dir={tmp_path / 'eval'}"])
+    assert len([key for key in result if "sim_max_reward" in key]) == 4
 
 
 def test_existing_run_without_resume_is_refused(config_dir, zarr_path, trained_run):
