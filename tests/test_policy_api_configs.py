@@ -1,0 +1,38 @@
+"""Every policy config in configs/policy composes with a matching task config and builds its policy."""
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from drifting_policy.policies import DiffusionPolicy, DriftingPolicy
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SMALL = ["++policy.config.down_dims=[16,32]", "++policy.config.n_layer=1", "++policy.config.n_emb=32"]
+
+
+@pytest.mark.parametrize("policy_name, task_name, policy_class", [
+    ("drifting_unet_lowdim", "pusht_lowdim", DriftingPolicy),
+    ("drifting_transformer_lowdim", "pusht_lowdim", DriftingPolicy),
+    ("drifting_unet_image", "pusht_image", DriftingPolicy),
+    ("diffusion_unet_lowdim", "pusht_lowdim", DiffusionPolicy),
+    ("diffusion_transformer_lowdim", "pusht_lowdim", DiffusionPolicy),
+    ("diffusion_unet_image", "pusht_image", DiffusionPolicy),
+])
+def test_policy_config_builds(policy_name, task_name, policy_class):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
+        cfg = compose(overrides=[f"+task={task_name}", f"+policy={policy_name}"])
+        full = cfg.policy.config
+        assert full.horizon == cfg.task.horizon and full.n_obs_steps == cfg.task.n_obs_steps
+        cfg = compose(overrides=[f"+task={task_name}", f"+policy={policy_name}", *SMALL])
+    policy = instantiate(cfg.policy)
+    assert type(policy) is policy_class
+    assert policy.config.horizon == cfg.task.horizon and policy.config.action_dim == 2
+    if policy.config.backbone == "unet" and "image" not in task_name:
+        assert policy.config.down_dims == (16, 32)
+    if "image" in task_name:
+        assert policy.config.shape_meta["obs"]["image"]["shape"] == (3, 96, 96)
+        assert policy.config.crop_shape == (84, 84)
+    assert policy.config.to_dict()["type"] == policy_class.config_class.type
+    assert all(torch.isfinite(p).all() for p in policy.parameters())
