@@ -133,7 +133,7 @@ def reached(tol: float) -> Callable[[mujoco.MjData, float], bool]:
 class SubtaskScripts:
     """Phase lists for each feasible subtask, built from the kitchen's geometry (site and joint names)."""
 
-    def __init__(self, model: mujoco.MjModel, data: mujoco.MjData):
+    def __init__(self, model: mujoco.MjModel):
         def site(name):
             return mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, name)
 
@@ -163,8 +163,9 @@ class SubtaskScripts:
 
     # -- subtasks --------------------------------------------------------------------------------------
     def _microwave(self, data) -> list[Phase]:
+        """Grip the handle and pull it round the door's hinge, turning the hand with the door."""
         hinge = self.qadr("microwave")
-        centre = np.array([-1.128, 0.455])
+        centre = np.array([-1.128, 0.455])  # the door's hinge axis (x, y)
         handle0 = self._site_pos(data, "microhandle_site")
         angle0 = data.qpos[hinge]
         offset = rot_z(-angle0)[:2, :2] @ (handle0[:2] - centre)  # handle at door angle 0
@@ -189,7 +190,6 @@ class SubtaskScripts:
                 Phase(grasp, CLOSE, lambda d, e: d.qpos[7] + d.qpos[8] < 0.04, 6),
                 Phase(pull, CLOSE, opened, 50), Phase(pull, OPEN, lambda d, e: d.qpos[7] > 0.03, 6),
                 self._retreat(rot_z(-0.35) @ FORWARD)]
-
 
     def _sweep(self, start: np.ndarray, end: np.ndarray, done) -> list[Phase]:
         """Closed fingers as a paddle: come in from the robot's side to ``start``, then push to ``end``."""
@@ -216,20 +216,18 @@ class SubtaskScripts:
     def _kettle(self, data) -> list[Phase]:
         """Grip the handle bar with the fingers opening vertically, lift, carry to the back burner, set down."""
         bar = self._site_pos(data, "kettle_site") + np.array([0.0, 0.0, 0.008])
-        kettle_y = self.qadr("kettle") + 1
         lifted = bar + np.array([0.0, 0.0, 0.06])
         above_goal = np.array([-0.23, 0.70, lifted[2]])
         placed = np.array([-0.23, 0.70, bar[2] + 0.01])
-        rolled = FORWARD_ROLLED
-        return [Phase(lambda d: (bar + [0.0, -0.18, 0.08], rolled), OPEN, reached(0.03), speed=FAST),
-                Phase(lambda d: (bar + [0.0, -0.12, 0.0], rolled), OPEN, reached(0.015)),
-                Phase(lambda d: (bar, rolled), OPEN, reached(0.012), 20),
-                Phase(lambda d: (bar, rolled), CLOSE, lambda d, e: d.qpos[7] + d.qpos[8] < 0.07, 6),
-                Phase(lambda d: (lifted, rolled), CLOSE, reached(0.02), 20),
-                Phase(lambda d: (above_goal, rolled), CLOSE, reached(0.03), 40),
-                Phase(lambda d: (placed, rolled), CLOSE, reached(0.02), 15),
-                Phase(lambda d: (placed, rolled), OPEN, lambda d, e: d.qpos[7] > 0.035, 6),
-                self._retreat(rolled, back=0.2)]  # the fingertips reach 5 cm past the bar
+        return [Phase(lambda d: (bar + [0.0, -0.18, 0.08], FORWARD_ROLLED), OPEN, reached(0.03), speed=FAST),
+                Phase(lambda d: (bar + [0.0, -0.12, 0.0], FORWARD_ROLLED), OPEN, reached(0.015)),
+                Phase(lambda d: (bar, FORWARD_ROLLED), OPEN, reached(0.012), 20),
+                Phase(lambda d: (bar, FORWARD_ROLLED), CLOSE, lambda d, e: d.qpos[7] + d.qpos[8] < 0.07, 6),
+                Phase(lambda d: (lifted, FORWARD_ROLLED), CLOSE, reached(0.02), 20),
+                Phase(lambda d: (above_goal, FORWARD_ROLLED), CLOSE, reached(0.03), 40),
+                Phase(lambda d: (placed, FORWARD_ROLLED), CLOSE, reached(0.02), 15),
+                Phase(lambda d: (placed, FORWARD_ROLLED), OPEN, lambda d, e: d.qpos[7] > 0.035, 6),
+                self._retreat(FORWARD_ROLLED, back=0.2)]  # the fingertips reach 5 cm past the bar
 
 
 class KitchenExpert:
@@ -241,7 +239,7 @@ class KitchenExpert:
             raise ValueError(f"KitchenExpert: no script for {unknown}; scripted subtasks are {FEASIBLE_SUBTASKS}")
         self.env, self.tasks = env, list(tasks)
         self.ik = IKController(env.model)
-        self.scripts = SubtaskScripts(env.model, env.data)
+        self.scripts = SubtaskScripts(env.model)
         self.queue: list[Phase] = []
         self.task_index = -1
         self.phase_steps = 0
@@ -252,7 +250,7 @@ class KitchenExpert:
         phase = self._current_phase(data)
         pos, rot = phase.target(data)
         self.phase_steps += 1
-        posture_gain = TRANSIT_POSTURE_GAIN if phase.speed == FAST else 0.05
+        posture_gain = TRANSIT_POSTURE_GAIN if phase.speed == FAST else 0.05  # fast phases are the transits
         return self.ik.action(data, obs[:9], pos, rot, phase.grip, phase.speed, posture_gain)
 
     def _current_phase(self, data) -> Phase:
