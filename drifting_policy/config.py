@@ -23,7 +23,7 @@ TASK_KEYS = ("name", "horizon", "n_obs_steps", "n_action_steps", "dataset", "env
 TRAIN_KEYS = ("policy", "training", "optimizer", "ema", "dataloader", "val_dataloader", "checkpoint", "logging")
 
 
-def compose_train_config(overrides: list[str], config_dir: str | Path = CONFIG_DIR) -> tuple[DictConfig, dict]:
+def compose_train_config(overrides: list[str], config_dir: str | Path | None = None) -> tuple[DictConfig, dict]:
     """``configs/train.yaml`` with ``overrides`` (``task=pusht_lowdim policy=drifting_unet training.seed=1``).
 
     Returns the config (hydra's own node removed) and the chosen config-group options, e.g.
@@ -31,7 +31,10 @@ def compose_train_config(overrides: list[str], config_dir: str | Path = CONFIG_D
     """
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base=None):
+    config_dir = Path(config_dir or CONFIG_DIR).resolve()
+    if not (config_dir / "train.yaml").is_file():
+        raise FileNotFoundError(f"no train.yaml in {config_dir}; set DRIFTING_POLICY_CONFIG_DIR to the configs folder")
+    with initialize_config_dir(config_dir=str(config_dir), version_base=None):
         cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
     choices = {key: value for key, value in cfg.hydra.runtime.choices.items()
                if value is not None and not key.startswith("hydra")}

@@ -447,5 +447,5 @@ class TrainWorkspace:
             last_epoch = self.epoch == train.num_epochs
             if finished_epoch % train.checkpoint_every == 0 or last_epoch or rollout_due:
                 self.save(step_log)
-            if self.dist.is_main and (rollout_due or last_epoch):
+            if self.dist.is_main and cfg.logging.plots and (rollout_due or last_epoch):
                 self.plot()

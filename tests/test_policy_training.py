@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from drifting_policy.checkpoint import TOPK_PATTERN, TopKCheckpoints, load_checkpoint
-from drifting_policy.config import CONFIG_DIR, compose_train_config
+from drifting_policy.config import CONFIG_DIR, check_train_config, compose_train_config
 from drifting_policy.data import ReplayBuffer
 from drifting_policy.evaluate import evaluate
 from drifting_policy.json_log import read_json_log
@@ -286,7 +286,7 @@ def test_training_run_logs_checkpoints_and_exports(trained_run):
 def test_resume_repeats_an_uninterrupted_run(config_dir, zarr_path, tmp_path, policy):
     """The real policies draw noise in compute_loss, so this also checks that RNG states are restored."""
     common = ["training.num_epochs=3", "training.rollout_every=1", "training.checkpoint_every=1",
-              "training.max_train_steps=3", "optimizer.lr=1e-3"]
+              "training.max_train_steps=3", "optimizer.lr=1e-3", "logging.plots=false"]
     straight = train(config_dir, zarr_path, tmp_path / "straight", *common, policy=policy)
 
     # Interrupted during epoch 2's rollout: latest.ckpt holds the state after epoch 1.
@@ -321,7 +321,7 @@ def test_nan_loss_stops_with_step_epoch_and_batch_statistics(config_dir, zarr_pa
     run_dir = tmp_path / "nan_run"
     with pytest.raises(NonFiniteLossError, match=r"(?s)global step 9 \(epoch 1\).*obs \(32, 4, 4\): min"):
         train(config_dir, zarr_path, run_dir, "training.num_epochs=3", "training.checkpoint_every=1",
-              "+policy.nan_after_calls=9")
+              "+policy.nan_after_calls=9", "logging.plots=false")
     assert load_checkpoint(run_dir / "checkpoints" / "latest.ckpt")["global_step"] == 7
 
     bad_data = write_tiny_zarr(tmp_path / "nan.zarr", nan_obs=True)
@@ -396,3 +396,57 @@ def test_report_arithmetic(tmp_path, capsys):
     assert by_policy["diffusion"]["last_mean"] == pytest.approx(0.3)
     out = capsys.readouterr().out
     assert "0.750 ± 0.150" in out and "0.560 ± 0.040" in out
+
+
+# ---------------------------------------------------------------------------------------------- the command line
+def test_cli_train_resume_report_and_eval(config_dir, zarr_path, tmp_path, monkeypatch, capsys):
+    from drifting_policy import cli, config
+
+    monkeypatch.setattr(config, "CONFIG_DIR", config_dir)
+    run_dir = tmp_path / "cli_run"
+    cli.main(["train", "task=tiny", "policy=tiny_mlp", f"task.zarr_path={zarr_path}", f"run_dir={run_dir}", *FAST,
+              "training.num_epochs=1", "training.max_train_steps=2", "training.rollout_every=1"])
+    assert json.loads((run_dir / "run_info.json").read_text())["policy"] == "tiny_mlp"
+    # the saved config is reused when only run_dir (and overrides) are given
+    cli.main(["train", f"run_dir={run_dir}", "training.num_epochs=2"])
+    records = read_json_log(run_dir / "logs.json.txt")
+    assert [r["epoch"] for r in records if "test/mean_score" in r] == [0, 1]
+    assert "Resumed" in capsys.readouterr().out
+
+    cli.main(["report", str(run_dir)])
+    assert re.search(r"tiny\s+tiny_mlp\s+1\s+2", capsys.readouterr().out)
+    cli.main(["eval", f"checkpoint={run_dir}", "n_test=2"])
+    assert json.loads((run_dir / "eval" / "best" / "eval_log.json").read_text())["task"] == "tiny"
+
+
+LOWDIM_OR_IMAGE_POLICY = """
+_target_: drifting_policy.policies.DriftingPolicy
+config:
+  obs_dim: ${oc.select:task.obs_dim,null}
+  action_dim: ${oc.select:task.action_dim,null}
+  shape_meta: ${oc.select:task.shape_meta,null}
+  horizon: ${task.horizon}
+  n_obs_steps: ${task.n_obs_steps}
+  n_action_steps: ${task.n_action_steps}
+"""
+
+
+# Task files written before the contract: they use DP's ${horizon} but do not define task.horizon, ... yet.
+PENDING = {"blockpush_lowdim", "kitchen_lowdim"}
+TASKS = [pytest.param(p.stem, marks=pytest.mark.xfail(reason="task config lacks horizon/n_obs_steps/n_action_steps"))
+         if p.stem in PENDING else p.stem for p in sorted((CONFIG_DIR / "task").glob("*.yaml"))]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_real_task_configs_meet_the_contract(task, tmp_path):
+    """Every task in configs/task composes with train.yaml and a policy, and its nodes resolve."""
+    root = tmp_path / "configs"
+    shutil.copytree(CONFIG_DIR, root, ignore=shutil.ignore_patterns("image"))
+    (root / "policy").mkdir(exist_ok=True)
+    (root / "policy" / "any.yaml").write_text(LOWDIM_OR_IMAGE_POLICY)
+    cfg, _ = compose_train_config([f"task={task}", "policy=any"], config_dir=root)
+    check_train_config(cfg, source=f"configs/task/{task}.yaml")
+    for node in ("dataset", "env_runner"):
+        OmegaConf.to_container(cfg.task[node], resolve=True)
+    policy_config = OmegaConf.to_container(cfg.policy, resolve=True)["config"]
+    assert policy_config["horizon"] == cfg.task.horizon
