@@ -101,7 +101,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     args = parser.parse_args(argv)
 
-    runs = [load_run(run_dir, args.key) for run_dir in find_runs(args.runs)]
+    try:
+        runs = [load_run(run_dir, args.key) for run_dir in find_runs(args.runs)]
+    except FileNotFoundError as error:
+        parser.error(str(error))
     for run in runs:
         if not run.scores:
             print(f"(no {args.key} in {run.run_dir / 'logs.json.txt'}; skipped)")

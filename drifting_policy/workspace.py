@@ -176,12 +176,13 @@ class TrainWorkspace:
         # A DistributedSampler even on one process: the epoch's order is a function of (seed, epoch) only.
         self.sampler = DistributedSampler(self.dataset, num_replicas=self.dist.world_size, rank=self.dist.rank,
                                           shuffle=True, seed=cfg.training.seed)
-        loader_kwargs = OmegaConf.to_container(cfg.dataloader, resolve=True)
+        # Pinned memory only helps (and only works without a warning) when batches go to a GPU.
+        pin = {"pin_memory": device.type == "cuda" and cfg.dataloader.get("pin_memory", False)}
+        loader_kwargs = {**OmegaConf.to_container(cfg.dataloader, resolve=True), **pin}
         loader_kwargs.pop("shuffle", None)
         loader_kwargs["batch_size"] = batch_size // self.dist.world_size
         self.train_loader = DataLoader(self.dataset, sampler=self.sampler, **loader_kwargs)
-        val_kwargs = OmegaConf.to_container(cfg.val_dataloader, resolve=True)
-        val_kwargs["shuffle"] = False
+        val_kwargs = {**OmegaConf.to_container(cfg.val_dataloader, resolve=True), **pin, "shuffle": False}
         self.val_loader = DataLoader(self.val_dataset, **val_kwargs) if len(self.val_dataset) else None
 
         self.policy = hydra.utils.instantiate(cfg.policy)
