@@ -5,7 +5,8 @@ The generic runner scores an episode by its maximum reward; ``KitchenEnv``'s rew
 DP's "train" initial states, and the reduction of each episode's final ``info`` to DP's Kitchen log entries:
 ``{prefix}/mean_score``, ``{prefix}/p_{n}`` for n = 1..7 (fraction of episodes completing at least n
 subtasks), ``{prefix}/first_{subtask}`` (share of episodes whose first completed subtask it is) and
-``{prefix}/order_{seed}`` (the completed subtasks of each episode, in order, joined by ">").
+``{prefix}/orders`` (per episode, in episode order, its completed subtasks joined by ">").
+``summarize(prefixes, final_infos)`` has the same signature as BlockPush's.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from typing import Sequence
 
 import numpy as np
 
-from envs.kitchen.env import SUBTASKS, KitchenEnv, phase_fractions
+from envs.kitchen.env import EPISODE_STEPS, SUBTASKS, KitchenEnv, phase_fractions
 
 
-def make_env(obs_layout: str = "full") -> KitchenEnv:
+def make_env(obs_layout: str = "full", max_episode_steps: int = EPISODE_STEPS) -> KitchenEnv:
     """Env factory for vector envs (module-level, so ``functools.partial(make_env, ...)`` pickles)."""
-    return KitchenEnv(obs_layout=obs_layout)
+    return KitchenEnv(obs_layout=obs_layout, max_episode_steps=max_episode_steps)
 
 
 def train_initial_states(n_train: int = 6, start_seed: int = 0) -> list[np.ndarray]:
@@ -34,17 +35,16 @@ def train_initial_states(n_train: int = 6, start_seed: int = 0) -> list[np.ndarr
     return states
 
 
-def summarize(prefixes: Sequence[str], seeds: Sequence[int], final_infos: Sequence[dict]) -> dict:
-    """DP's Kitchen log entries from each episode's prefix ("train"/"test"), seed and final env ``info``."""
-    if not len(prefixes) == len(seeds) == len(final_infos):
-        raise ValueError(f"summarize: {len(prefixes)} prefixes, {len(seeds)} seeds, {len(final_infos)} infos")
+def summarize(prefixes: Sequence[str], final_infos: Sequence[dict]) -> dict:
+    """DP's Kitchen log entries from each episode's prefix ("train"/"test") and final env ``info``."""
+    if len(prefixes) != len(final_infos):
+        raise ValueError(f"summarize: {len(prefixes)} prefixes for {len(final_infos)} episode infos")
     groups = collections.defaultdict(list)
+    for prefix, info in zip(prefixes, final_infos):
+        groups[prefix].append(list(info["completed_subtasks"]))
     log: dict = {}
-    for prefix, seed, info in zip(prefixes, seeds, final_infos):
-        completed = list(info["completed_subtasks"])
-        groups[prefix].append(completed)
-        log[f"{prefix}/order_{seed}"] = ">".join(completed)
     for prefix, episodes in groups.items():
+        log[f"{prefix}/orders"] = [">".join(completed) for completed in episodes]
         n_completed = np.array([len(c) for c in episodes])
         log[f"{prefix}/mean_score"] = float(np.mean(n_completed) / len(SUBTASKS))
         for n, fraction in phase_fractions(n_completed).items():
