@@ -86,6 +86,39 @@ class Expert:
                 return
             yield servo_action(pos, mat, pos + target_pos - body_pos, target_mat, CLOSED, gain)
 
+    def carry_pose(self, body_id: int, point, target_pos, target_mat, tol=0.005, rot_tol=0.05, max_steps=120, gain=1.0):
+        """Servo a grasped body's full pose: its local ``point`` to ``target_pos`` and its
+        orientation to ``target_mat``, through the gripper-in-body transform measured each step."""
+        for _ in range(max_steps):
+            pos, mat = self.eef_pose()
+            body_pos, body_mat = self.body_pose(body_id)
+            point_err = np.linalg.norm(target_pos - (body_pos + body_mat @ point))
+            rot_err = np.linalg.norm(Rotation.from_matrix(target_mat @ body_mat.T).as_rotvec())
+            if point_err < tol and rot_err < rot_tol:
+                return
+            grip_rot = body_mat.T @ mat  # gripper orientation in the body frame
+            grip_pos = body_mat.T @ (pos - body_pos)
+            target_origin = target_pos - target_mat @ point
+            yield servo_action(pos, mat, target_origin + target_mat @ grip_pos, target_mat @ grip_rot, CLOSED, gain)
+
+    def top_down_grasp(self, axis: np.ndarray, turn_after: float = 0.0) -> np.ndarray:
+        """Downward-pointing gripper orientation with the fingers across the horizontal ``axis``.
+
+        Of the two such orientations (half a turn apart) it picks the one whose wrist joint
+        stays furthest from its limits, both at the grasp and after a further yaw of ``turn_after``.
+        """
+        _, eef_mat = self.eef_pose()
+        across = np.cross([0.0, 0.0, 1.0], axis)
+        turn = wrap_angle(np.arctan2(across[1], across[0]) - np.arctan2(eef_mat[1, 0], eef_mat[0, 0]), np.pi)
+        wrist = self.base.sim.data.qpos[self.robot._ref_joint_pos_indexes[-1]]
+        low, high = self.base.sim.model.jnt_range[self.robot._ref_joint_indexes[-1]]
+
+        def margin(yaw):  # the wrist joint turns against world yaw while the gripper points down
+            return min(min(q - low, high - q) for q in (wrist - yaw, wrist - yaw - turn_after))
+
+        turn = max((turn, turn - np.pi if turn > 0 else turn + np.pi), key=margin)
+        return rot_z(turn) @ eef_mat
+
     def hold(self, target_pos, target_mat, gripper: float, steps: int):
         for _ in range(steps):
             pos, mat = self.eef_pose()
@@ -150,7 +183,100 @@ class CanExpert(Expert):
         yield from self.hold(release_pos + [0, 0, self.rng.uniform(0.08, 0.15)], carry_mat, OPEN, steps=200)
 
 
-EXPERTS = {"lift": LiftExpert, "can": CanExpert}
+class ToolHangExpert(Expert):
+    """Insert the frame into the stand, then hang the tool's ring on the frame's hook.
+
+    Frame: top-down grasp of its grip while it lies flat, lift, turn it upright (the hand ends
+    horizontal, pointing away from the robot), lower the tip into the stand's mount until it
+    is within ~1.7 cm of the base plate (the success check), release and back off.
+    Tool: rise above the frame, top-down grasp of the tool's grip, carry it flat with the
+    handle pointing outward along the hook bar, hold the ring just above the hook's prong and
+    release; gravity swings the ring onto the bar. Threading the ring along the bar jams
+    (1.94 cm opening vs 1.96 cm of bar and prong), hooking does not.
+    """
+
+    # Points in the frame's body coordinates (rod along local z, hook bar along local -x).
+    FRAME_GRIP = np.array([0.0437, 0.0, 0.0525])
+    FRAME_TIP = np.array([0.0437, 0.0, -0.1344])
+    FRAME_PRONG_TOP = np.array([-0.0437, 0.0, 0.102])
+    TOOL_RING = np.array([-0.0935, 0.0, 0.0])  # ring centre in the tool's body coordinates
+    MOUNT_TOP = 0.961  # top of the stand's mount
+    TIP_INSERTED = 0.822  # tip height counted as inserted (base plate top 0.811)
+
+    CLEAR_HEIGHT = 1.22  # gripper height when travelling over the frame
+
+    def plan(self):
+        _, self.home_mat = self.eef_pose()  # pointing down, as at reset
+        yield from self.insert_frame()
+        yield from self.hang_tool()
+
+    def insert_frame(self):
+        frame_id = self.base.obj_body_id["frame"]
+        frame_pos, frame_mat = self.body_pose(frame_id)
+        grip = frame_pos + frame_mat @ self.FRAME_GRIP
+        grasp_mat = self.top_down_grasp(frame_mat[:, 2])
+        yield from self.move_to(grip + [0, 0, self.rng.uniform(0.08, 0.12)], grasp_mat, OPEN, tol=0.015)
+        # The frame is placed above the table at reset and settles meanwhile: look again.
+        frame_pos, frame_mat = self.body_pose(frame_id)
+        grip = frame_pos + frame_mat @ self.FRAME_GRIP
+        grip_offset = np.array([0, 0, self.rng.uniform(-0.004, 0.002)]) + frame_mat[:, 2] * self.rng.uniform(-0.01, 0.01)
+        yield from self.move_to(grip + grip_offset, grasp_mat, OPEN, tol=0.005, max_steps=60, gain=0.6)
+        grasp_pos, _ = self.eef_pose()
+        yield from self.hold(grasp_pos, grasp_mat, CLOSED, steps=int(self.rng.integers(8, 12)))
+
+        frame_pos, frame_mat = self.body_pose(frame_id)
+        lifted = frame_pos + frame_mat @ self.FRAME_GRIP + [0, 0, self.rng.uniform(0.3, 0.36)]
+        yield from self.carry_pose(frame_id, self.FRAME_GRIP, lifted, frame_mat, tol=0.03, rot_tol=0.2)
+        # Upright (local z up), square to the mount: the 7.5 mm rod has 0.25 mm of play in the
+        # 8 mm mount, so it only goes in within a few degrees of the mount's axes. The hook bar
+        # points along +x or -y; then the hand ends horizontal, pointing along -y or -x, where
+        # the wrist is well inside its limits (bars towards +y drive its pitch joint to the limit).
+        yaw = self.rng.choice([0.5, 1.0]) * np.pi + self.rng.uniform(-0.01, 0.01)
+        upright = rot_z(yaw)
+        yield from self.carry_pose(frame_id, self.FRAME_GRIP, lifted, upright, tol=0.03, rot_tol=0.08, max_steps=100)
+        mount = np.array(self.base.sim.data.geom_xpos[self.base.sim.model.geom_name2id("stand_hole_vis_vis")])
+        above = np.array([mount[0], mount[1], self.MOUNT_TOP + self.rng.uniform(0.03, 0.06)])
+        yield from self.carry_pose(frame_id, self.FRAME_TIP, above, upright, tol=0.004, rot_tol=0.03, max_steps=150)
+        inserted = np.array([mount[0], mount[1], self.TIP_INSERTED - 0.004])
+        yield from self.carry_pose(frame_id, self.FRAME_TIP, inserted, upright, tol=0.004, max_steps=120, gain=0.5)
+        pos, mat = self.eef_pose()
+        yield from self.hold(pos, mat, OPEN, steps=int(self.rng.integers(6, 10)))
+        backed = pos - mat[:, 2] * self.rng.uniform(0.08, 0.12)  # along the hand, away from the grip
+        yield from self.move_to(backed, mat, OPEN, tol=0.02, max_steps=40)
+
+    def hang_tool(self):
+        tool_id, frame_id = self.base.obj_body_id["tool"], self.base.obj_body_id["frame"]
+        pos, _ = self.eef_pose()
+        yield from self.move_to(np.array([*pos[:2], self.CLEAR_HEIGHT]), self.home_mat, OPEN, tol=0.03)
+        tool_pos, tool_mat = self.body_pose(tool_id)
+        frame_pos, frame_mat = self.body_pose(frame_id)
+        hook_out = -frame_mat[:, 0]  # the bar points outward along the frame's local -x
+        hook_yaw = np.arctan2(hook_out[1], hook_out[0])
+        # Carry the tool flat with its handle (ring -> grip, the tool's +x) pointing outward along the bar.
+        carry_mat = rot_z(hook_yaw + self.rng.uniform(-0.15, 0.15))
+        turn = wrap_angle(yaw_of(carry_mat) - yaw_of(tool_mat), 2 * np.pi)
+        grasp_mat = self.top_down_grasp(tool_mat[:, 0], turn_after=turn)
+        yield from self.move_to(np.array([*tool_pos[:2], self.CLEAR_HEIGHT]), grasp_mat, OPEN, tol=0.03, max_steps=100)
+        yield from self.move_to(tool_pos + [0, 0, self.rng.uniform(0.06, 0.1)], grasp_mat, OPEN, tol=0.015)
+        tool_pos, tool_mat = self.body_pose(tool_id)
+        offset = tool_mat[:, 0] * self.rng.uniform(-0.012, 0.012) + [0, 0, self.rng.uniform(-0.004, 0.002)]
+        yield from self.move_to(tool_pos + offset, grasp_mat, OPEN, tol=0.005, max_steps=60, gain=0.6)
+        grasp_pos, _ = self.eef_pose()
+        yield from self.hold(grasp_pos, grasp_mat, CLOSED, steps=int(self.rng.integers(8, 12)))
+
+        tool_pos, tool_mat = self.body_pose(tool_id)
+        yield from self.carry_pose(tool_id, np.zeros(3), tool_pos + [0, 0, 0.25], tool_mat, tol=0.05, rot_tol=0.5)
+        frame_pos, frame_mat = self.body_pose(frame_id)
+        prong_top = frame_pos + frame_mat @ self.FRAME_PRONG_TOP
+        above = prong_top + [0, 0, self.rng.uniform(0.04, 0.07)]
+        yield from self.carry_pose(tool_id, self.TOOL_RING, above, carry_mat, tol=0.01, rot_tol=0.08, max_steps=150)
+        yield from self.carry_pose(tool_id, self.TOOL_RING, prong_top + [0, 0, 0.01], carry_mat, tol=0.003, max_steps=80, gain=0.6)
+        pos, mat = self.eef_pose()
+        yield from self.hold(pos, mat, OPEN, steps=int(self.rng.integers(6, 10)))
+        yield from self.hold(pos + [0, 0, 0.06], mat, OPEN, steps=300)
+
+
+EXPERTS = {"lift": LiftExpert, "can": CanExpert, "toolhang": ToolHangExpert}
 
 
 @dataclass
