@@ -39,7 +39,8 @@ def plot_training_curves(log_path: str | Path, out_path: str | Path, title: str 
     ax_loss.set_ylabel("loss")
     if losses and min(losses) > 0:
         ax_loss.set_yscale("log")
-    ax_loss.legend()
+    if ax_loss.lines:
+        ax_loss.legend()
     for key in ("test/mean_score", "train/mean_score"):
         epochs, values = _series(records, key)
         if values:

@@ -376,10 +376,8 @@ class TrainWorkspace:
             save_config(cfg, self.run_dir / ".hydra" / "config.yaml")
         self.dist.barrier()
         self.build()
-        resumed = self.resume()
-        seed_base = cfg.training.seed + self.dist.rank  # ranks draw different noise in compute_loss
-        if not resumed:
-            seed_everything(seed_base)
+        if not self.resume():
+            seed_everything(cfg.training.seed + self.dist.rank)  # ranks draw different noise in compute_loss
 
         json_logger = wandb_run = None
         if self.dist.is_main:
