@@ -125,15 +125,19 @@ def main(argv=None):
                         help="drifting policy only: every affinity_floor in --floors x every G in --n-generated")
     parser.add_argument("--floors", type=float, nargs="+", default=[1e-6, 0.0])
     parser.add_argument("--n-generated", type=int, nargs="+", default=[8, 16, 32])
-    parser.add_argument("--steps", type=int, default=600, help="training steps of each drifting run")
+    parser.add_argument("--per-observation", choices=["on", "off"], default=None,
+                        help="drift_per_observation of the drifting runs (default: the config's default)")
+    parser.add_argument("--steps", type=int, default=300, help="training steps of each drifting run")
     parser.add_argument("--diffusion-steps", type=int, default=1500, help="training steps of the DDPM baseline")
+    parser.add_argument("--diffusion-eval-every", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=32, help="observations per batch")
     parser.add_argument("--down-dims", type=int, nargs="+", default=[32, 64])
-    parser.add_argument("--eval-every", type=int, default=200)
+    parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     common = dict(seed=args.seed, batch_size=args.batch_size, eval_every=args.eval_every,
                   down_dims=tuple(args.down_dims))
+    drifting = {} if args.per_observation is None else {"drift_per_observation": args.per_observation == "on"}
     print(f"bimodal task: T=8, UNet down_dims {tuple(args.down_dims)}, {args.batch_size} observations per batch, "
           f"AdamW 1e-3, seed {args.seed}; on a mode = RMS distance < 0.1 to the nearest demonstrated chunk "
           f"(64 observations x 16 samples)", flush=True)
@@ -141,10 +145,10 @@ def main(argv=None):
         for n_generated in args.n_generated:
             for floor in args.floors:
                 run("drifting", args.steps, label=f"drifting G={n_generated:<2} floor={floor:g}",
-                    n_generated=n_generated, affinity_floor=floor, **common)
+                    n_generated=n_generated, affinity_floor=floor, **drifting, **common)
         return
-    run("drifting", args.steps, label="drifting (defaults)", **common)
-    run("diffusion", args.diffusion_steps, label="DDPM-100", **common)
+    run("drifting", args.steps, label="drifting", **drifting, **common)
+    run("diffusion", args.diffusion_steps, label="DDPM-100", **{**common, "eval_every": args.diffusion_eval_every})
 
 
 if __name__ == "__main__":

@@ -37,6 +37,23 @@ class DriftingPolicy(BasePolicy):
     def sample_chunk(self, cond, generator=None):
         return self.generate(cond, generator)
 
+    def drift_loss(self, gen_features: dict, pos_features: dict) -> tuple[torch.Tensor, dict]:
+        """Per-observation loss [B] and info. The core computes one feature scale and one drift normalisation
+        per call; ``drift_per_observation`` makes each observation its own call."""
+        c = self.config
+        options = dict(temperatures=c.temperatures, kernel_norm=c.kernel_norm, normalize_features=c.normalize_features,
+                       normalize_drift=c.normalize_drift, affinity_floor=c.affinity_floor)
+        if not c.drift_per_observation:
+            return feature_drift_loss(gen_features, pos_features, **options)
+        calls = [
+            feature_drift_loss({k: v[b : b + 1] for k, v in gen_features.items()},
+                               {k: v[b : b + 1] for k, v in pos_features.items()}, **options)
+            for b in range(next(iter(gen_features.values())).shape[0])
+        ]
+        loss = torch.cat([loss for loss, _ in calls])
+        info = {name: torch.stack([info[name] for _, info in calls]).mean() for name in calls[0][1]}
+        return loss, info
+
     def chunk_loss(self, cond, action):
         c = self.config
         B, G = action.shape[0], c.n_generated
@@ -47,11 +64,7 @@ class DriftingPolicy(BasePolicy):
             gen_features["chunk"], pos_features["chunk"] = gen.flatten(2), pos.flatten(2)
         if "step" in c.features:  # each horizon step is a location of one feature (shared scale)
             gen_features["step"], pos_features["step"] = gen, pos
-        loss, info = feature_drift_loss(
-            gen_features, pos_features,
-            temperatures=c.temperatures, kernel_norm=c.kernel_norm, normalize_features=c.normalize_features,
-            normalize_drift=c.normalize_drift, affinity_floor=c.affinity_floor,
-        )
+        loss, info = self.drift_loss(gen_features, pos_features)
         loss = loss.mean()
         metrics = {name: float(value) for name, value in info.items()}
         metrics["loss"] = float(loss.detach())
