@@ -229,9 +229,9 @@ class ToolHangExpert(Expert):
         yield from self.carry_pose(frame_id, self.FRAME_GRIP, lifted, frame_mat, tol=0.03, rot_tol=0.2)
         # Upright (local z up), square to the mount: the 7.5 mm rod has 0.25 mm of play in the
         # 8 mm mount, so it only goes in within a few degrees of the mount's axes. The hook bar
-        # points along +x or -y; then the hand ends horizontal, pointing along -y or -x, where
-        # the wrist is well inside its limits (bars towards +y drive its pitch joint to the limit).
-        yaw = self.rng.choice([0.5, 1.0]) * np.pi + self.rng.uniform(-0.01, 0.01)
+        # points along +x and the hand ends horizontal, pointing along -y, from where it can back
+        # off towards the robot; other headings drive the wrist or the elbow into their limits.
+        yaw = np.pi + self.rng.uniform(-0.01, 0.01)
         upright = rot_z(yaw)
         yield from self.carry_pose(frame_id, self.FRAME_GRIP, lifted, upright, tol=0.03, rot_tol=0.08, max_steps=100)
         mount = np.array(self.base.sim.data.geom_xpos[self.base.sim.model.geom_name2id("stand_hole_vis_vis")])
@@ -241,8 +241,9 @@ class ToolHangExpert(Expert):
         yield from self.carry_pose(frame_id, self.FRAME_TIP, inserted, upright, tol=0.004, max_steps=120, gain=0.5)
         pos, mat = self.eef_pose()
         yield from self.hold(pos, mat, OPEN, steps=int(self.rng.integers(6, 10)))
-        backed = pos - mat[:, 2] * self.rng.uniform(0.08, 0.12)  # along the hand, away from the grip
-        yield from self.move_to(backed, mat, OPEN, tol=0.02, max_steps=40)
+        # Back the fingers off the grip along the hand (one finger is under the hook bar), then rise.
+        backed = pos - mat[:, 2] * self.rng.uniform(0.06, 0.08)
+        yield from self.move_to(backed, mat, OPEN, tol=0.01, max_steps=40)
 
     def hang_tool(self):
         tool_id, frame_id = self.base.obj_body_id["tool"], self.base.obj_body_id["frame"]
