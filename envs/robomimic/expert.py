@@ -187,8 +187,8 @@ class ToolHangExpert(Expert):
     """Insert the frame into the stand, then hang the tool's ring on the frame's hook.
 
     Frame: top-down grasp of its grip while it lies flat, lift, turn it upright (the hand ends
-    horizontal, pointing away from the robot), lower the tip into the stand's mount until it
-    is within ~1.7 cm of the base plate (the success check), release and back off.
+    horizontal), lower the tip into the stand's mount until it is within ~1.7 cm of the base
+    plate (what the success check needs), release and back off.
     Tool: rise above the frame, top-down grasp of the tool's grip, carry it flat with the
     handle pointing outward along the hook bar, hold the ring just above the hook's prong and
     release; gravity swings the ring onto the bar. Threading the ring along the bar jams
@@ -202,7 +202,6 @@ class ToolHangExpert(Expert):
     TOOL_RING = np.array([-0.0935, 0.0, 0.0])  # ring centre in the tool's body coordinates
     MOUNT_TOP = 0.961  # top of the stand's mount
     TIP_INSERTED = 0.822  # tip height counted as inserted (base plate top 0.811)
-
     CLEAR_HEIGHT = 1.22  # gripper height when travelling over the frame
 
     def plan(self):
