@@ -431,10 +431,7 @@ config:
 """
 
 
-# Task files written before the contract: they use DP's ${horizon} but do not define task.horizon, ... yet.
-PENDING = {"blockpush_lowdim", "kitchen_lowdim"}
-TASKS = [pytest.param(p.stem, marks=pytest.mark.xfail(reason="task config lacks horizon/n_obs_steps/n_action_steps"))
-         if p.stem in PENDING else p.stem for p in sorted((CONFIG_DIR / "task").glob("*.yaml"))]
+TASKS = [p.stem for p in sorted((CONFIG_DIR / "task").glob("*.yaml"))]
 
 
 @pytest.mark.parametrize("task", TASKS)
