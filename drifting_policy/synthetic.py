@@ -21,6 +21,7 @@ import time
 
 import torch
 
+from drifting import EMA
 from drifting_policy.normalizer import LinearNormalizer
 from drifting_policy.policies import DiffusionPolicy, DiffusionPolicyConfig, DriftingPolicy, DriftingPolicyConfig
 
@@ -64,8 +65,9 @@ def make_bimodal_policy(method: str = "drifting", horizon: int = 8, down_dims=(6
     return policy
 
 
-def train_bimodal(policy, steps: int, batch_size: int = 128, lr: float = 1e-3, seed: int = 0) -> list[float]:
-    """AdamW on fresh batches; returns the loss of every step."""
+def train_bimodal(policy, steps: int, batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
+                  ema: EMA | None = None) -> list[float]:
+    """AdamW on fresh batches (updating ``ema`` after each step when given); returns the loss of every step."""
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=1e-6)
     policy.train()
@@ -75,6 +77,8 @@ def train_bimodal(policy, steps: int, batch_size: int = 128, lr: float = 1e-3, s
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if ema is not None:
+            ema.update(policy)
         losses.append(float(loss.detach()))
     return losses
 
@@ -99,16 +103,20 @@ def evaluate_bimodal(policy, n_obs: int = 64, samples_per_obs: int = 16, toleran
 
 
 def run(method: str, steps: int, seed: int = 0, batch_size: int = 32, eval_every: int = 0, label: str = "",
-        **options) -> dict[str, float]:
-    """Train a fresh policy for ``steps`` and evaluate it (also every ``eval_every`` steps, printed)."""
+        ema: bool = False, **options) -> dict[str, float]:
+    """Train a fresh policy for ``steps`` and evaluate it (also every ``eval_every`` steps, printed); with
+    ``ema`` the evaluated weights are Diffusion Policy's EMA (power 0.75 warm-up, max decay 0.9999).
+    Each stretch between evaluations is one ``train_bimodal`` call (fresh AdamW state, data seed
+    ``seed + steps done``), so results depend on ``eval_every``: quote it with the numbers."""
     start = time.perf_counter()
     policy = make_bimodal_policy(method, seed=seed, **options)
+    average = EMA(policy, decay=0.9999, power=0.75) if ema else None
     losses, done = [], 0
     while done < steps:
         chunk = min(eval_every or steps, steps - done)
-        losses += train_bimodal(policy, chunk, batch_size=batch_size, seed=seed + done)
+        losses += train_bimodal(policy, chunk, batch_size=batch_size, seed=seed + done, ema=average)
         done += chunk
-        result = evaluate_bimodal(policy)
+        result = evaluate_bimodal(policy if average is None else average.model)
         result.update(final_loss=sum(losses[-50:]) / len(losses[-50:]), seconds=time.perf_counter() - start)
         print(_row(f"{label} {done} steps", result), flush=True)
     return result
@@ -128,8 +136,9 @@ def main(argv=None):
     parser.add_argument("--per-observation", choices=["on", "off"], default=None,
                         help="drift_per_observation of the drifting runs (default: the config's default)")
     parser.add_argument("--steps", type=int, default=300, help="training steps of each drifting run")
-    parser.add_argument("--diffusion-steps", type=int, default=1500, help="training steps of the DDPM baseline")
-    parser.add_argument("--diffusion-eval-every", type=int, default=500)
+    parser.add_argument("--diffusion-steps", type=int, default=4000,
+                        help="training steps of the DDPM baseline (evaluated on its EMA weights, as DP does)")
+    parser.add_argument("--diffusion-eval-every", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=32, help="observations per batch")
     parser.add_argument("--down-dims", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--eval-every", type=int, default=100)
@@ -148,7 +157,8 @@ def main(argv=None):
                     n_generated=n_generated, affinity_floor=floor, **drifting, **common)
         return
     run("drifting", args.steps, label="drifting", **drifting, **common)
-    run("diffusion", args.diffusion_steps, label="DDPM-100", **{**common, "eval_every": args.diffusion_eval_every})
+    run("diffusion", args.diffusion_steps, label="DDPM-100 (EMA)", ema=True,
+        **{**common, "eval_every": args.diffusion_eval_every})
 
 
 if __name__ == "__main__":

@@ -223,3 +223,22 @@ def test_image_policy(tmp_path, policy_class, config_class, options):
     torch.testing.assert_close(again["action_pred"], out["action_pred"])
     single = {"image": torch.rand(2, 3, 32, 32), "agent_pos": torch.rand(2, 2)}
     assert loaded.select_action(single).shape == (2, ACTION_DIM)
+
+
+def test_drift_per_observation_is_one_core_call_per_observation():
+    from drifting import feature_drift_loss
+
+    policy = make_policy(DriftingPolicy, DriftingPolicyConfig, {"features": ("chunk", "step")})
+    assert policy.config.drift_per_observation
+    gen = {"chunk": torch.randn(3, 8, 16), "step": torch.randn(3, 8, 8, 2)}
+    pos = {"chunk": torch.randn(3, 1, 16), "step": torch.randn(3, 1, 8, 2)}
+    loss, _ = policy.drift_loss(gen, pos)
+    options = dict(temperatures=(0.02, 0.05, 0.2), affinity_floor=0.0)
+    for b in range(3):
+        one, _ = feature_drift_loss({k: v[b : b + 1] for k, v in gen.items()},
+                                    {k: v[b : b + 1] for k, v in pos.items()}, **options)
+        torch.testing.assert_close(loss[b : b + 1], one)
+    policy.config.drift_per_observation = False
+    batched, _ = policy.drift_loss(gen, pos)
+    torch.testing.assert_close(batched, feature_drift_loss(gen, pos, **options)[0])
+    assert not torch.allclose(batched, loss)

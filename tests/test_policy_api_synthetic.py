@@ -41,9 +41,12 @@ def test_metric_counts_modes_and_misses():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method, steps, eval_every", [("drifting", 300, 100), ("diffusion", 1500, 500)])
-def test_policy_keeps_both_modes(method, steps, eval_every):
+@pytest.mark.parametrize("method, steps, eval_every, ema", [
+    ("drifting", 300, 100, False),
+    ("diffusion", 4000, 2000, True),
+])
+def test_policy_keeps_both_modes(method, steps, eval_every, ema):
     """The runs of `python -m drifting_policy.synthetic` (default config of each method, UNet (32, 64))."""
-    result = run(method, steps, batch_size=32, eval_every=eval_every, label=method, down_dims=(32, 64))
+    result = run(method, steps, batch_size=32, eval_every=eval_every, label=method, down_dims=(32, 64), ema=ema)
     assert result["on_mode"] >= 0.7, result
     assert min(result["up_right"], result["down_left"]) >= 0.25, result

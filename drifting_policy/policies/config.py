@@ -88,7 +88,8 @@ class PolicyConfig:
                     raise ValueError(f"{name}: shape_meta['action']['shape'] must be (Da,); got {meta_action}")
                 self.action_dim = int(meta_action[0])
         if self.action_dim is None or self.action_dim < 1:
-            raise ValueError(f"{name}: action_dim must be a positive int (or given by shape_meta); got {self.action_dim}")
+            raise ValueError(f"{name}: action_dim must be a positive int (or given by shape_meta); "
+                             f"got {self.action_dim}")
         if self.backbone not in BACKBONES:
             raise ValueError(f"{name}: backbone must be one of {BACKBONES}; got {self.backbone!r}")
         if not 1 <= self.n_obs_steps <= self.horizon:

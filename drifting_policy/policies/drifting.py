@@ -39,20 +39,16 @@ class DriftingPolicy(BasePolicy):
 
     def drift_loss(self, gen_features: dict, pos_features: dict) -> tuple[torch.Tensor, dict]:
         """Per-observation loss [B] and info. The core computes one feature scale and one drift normalisation
-        per call; ``drift_per_observation`` makes each observation its own call."""
+        per call; with ``drift_per_observation`` each observation is its own call (vectorised with vmap)."""
         c = self.config
         options = dict(temperatures=c.temperatures, kernel_norm=c.kernel_norm, normalize_features=c.normalize_features,
                        normalize_drift=c.normalize_drift, affinity_floor=c.affinity_floor)
         if not c.drift_per_observation:
             return feature_drift_loss(gen_features, pos_features, **options)
-        calls = [
-            feature_drift_loss({k: v[b : b + 1] for k, v in gen_features.items()},
-                               {k: v[b : b + 1] for k, v in pos_features.items()}, **options)
-            for b in range(next(iter(gen_features.values())).shape[0])
-        ]
-        loss = torch.cat([loss for loss, _ in calls])
-        info = {name: torch.stack([info[name] for _, info in calls]).mean() for name in calls[0][1]}
-        return loss, info
+        per_call = torch.func.vmap(lambda gen, pos: feature_drift_loss(gen, pos, **options))
+        loss, info = per_call({k: v[:, None] for k, v in gen_features.items()},
+                              {k: v[:, None] for k, v in pos_features.items()})
+        return loss[:, 0], {name: value.mean() for name, value in info.items()}
 
     def chunk_loss(self, cond, action):
         c = self.config
