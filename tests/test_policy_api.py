@@ -211,7 +211,7 @@ def test_image_policy(tmp_path, policy_class, config_class, options):
     policy.set_normalizer(image_normalizer())
     batch = {"obs": {"image": torch.rand(2, TO, 3, 32, 32), "agent_pos": torch.rand(2, TO, 2) * 500},
              "action": torch.rand(2, HORIZON, ACTION_DIM) * 500}
-    loss = policy.compute_loss({**batch["obs"], "action": batch["action"]})
+    loss = policy.compute_loss(batch)
     loss.backward()
     assert loss.ndim == 0 and any(p.grad is not None for p in policy.obs_encoder.parameters())
     policy.eval()

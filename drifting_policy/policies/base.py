@@ -149,7 +149,8 @@ class BasePolicy(nn.Module):
         return {"action": action_pred[:, start : start + self.config.n_action_steps], "action_pred": action_pred}
 
     def compute_loss(self, batch: Mapping) -> torch.Tensor:
-        """Scalar loss of a training batch {'obs': ..., 'action': (B, T, Da)}; metrics go to ``last_metrics``."""
+        """Scalar loss of a training batch {'obs': (B, T, Do) or {key: (B, T, ...)}, 'action': (B, T, Da)}
+        (observations beyond the first To steps are ignored); metrics go to ``last_metrics``."""
         return self.forward(batch)[0]
 
     def forward(self, batch: Mapping) -> tuple[torch.Tensor, dict[str, float]]:
@@ -161,7 +162,13 @@ class BasePolicy(nn.Module):
         if action.ndim != 3 or tuple(action.shape[1:]) != (c.horizon, c.action_dim):
             raise ValueError(f"{type(self).__name__}: batch 'action' must be (B, {c.horizon}, {c.action_dim}); "
                              f"got {tuple(action.shape)}")
-        loss, metrics = self.chunk_loss(self.encode_obs(batch), self.normalizer["action"].normalize(action))
+        obs = batch  # low-dim: batch['obs'] is the (B, T, Do) tensor
+        if self.obs_encoder is not None:  # shape_meta: batch['obs'] is a dict {key: (B, T, ...)}, as in DP
+            obs = batch.get("obs")
+            if not isinstance(obs, Mapping):
+                raise KeyError(f"{type(self).__name__}: training batch needs 'obs' as a dict of "
+                               f"{sorted(c.shape_meta['obs'])}; got {type(obs).__name__}")
+        loss, metrics = self.chunk_loss(self.encode_obs(obs), self.normalizer["action"].normalize(action))
         self.last_metrics = metrics
         return loss, metrics
 
