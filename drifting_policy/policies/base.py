@@ -56,27 +56,28 @@ class BasePolicy(nn.Module):
                 config.shape_meta, config.crop_shape, config.image_feature_dim, config.num_kp, config.share_rgb_model
             )
             obs_feature_dim = self.obs_encoder.out_dim
-        self.model = self._build_model(obs_feature_dim + self.extra_cond_dim)
+        self.model = self._build_model(obs_feature_dim)
         self.last_metrics: dict[str, float] = {}
         self.reset()
 
     @property
     def extra_cond_dim(self) -> int:
-        """Values a method appends to each observation step's condition (e.g. extra noise)."""
+        """Values a method appends to the condition (e.g. extra noise): once to the U-Net's stacked vector,
+        to every observation token of the transformer."""
         return 0
 
-    def _build_model(self, cond_dim: int) -> nn.Module:
-        c = self.config
+    def _build_model(self, obs_feature_dim: int) -> nn.Module:
+        c, extra = self.config, self.extra_cond_dim
         if c.backbone == "unet":
             # The extra values are appended once to the stacked vector, not once per step.
-            global_cond_dim = (cond_dim - self.extra_cond_dim) * c.n_obs_steps + self.extra_cond_dim
+            global_cond_dim = obs_feature_dim * c.n_obs_steps + extra
             return ConditionalUnet1D(
                 c.action_dim, global_cond_dim, c.down_dims, c.kernel_size, c.n_groups,
                 c.diffusion_step_embed_dim, c.cond_predict_scale, use_timestep=self.uses_timestep,
             )
         return ActionTransformer(
-            c.action_dim, c.action_dim, c.horizon, c.n_obs_steps, cond_dim, c.n_layer, c.n_head, c.n_emb,
-            c.p_drop_emb, c.p_drop_attn, c.causal_attn, c.n_cond_layers, use_timestep=self.uses_timestep,
+            c.action_dim, c.action_dim, c.horizon, c.n_obs_steps, obs_feature_dim + extra, c.n_layer, c.n_head,
+            c.n_emb, c.p_drop_emb, c.p_drop_attn, c.causal_attn, c.n_cond_layers, use_timestep=self.uses_timestep,
         )
 
     @property

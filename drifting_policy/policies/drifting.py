@@ -23,8 +23,8 @@ class DriftingPolicy(BasePolicy):
     def extra_cond_dim(self) -> int:
         return self.config.extra_noise_dim
 
-    def generate(self, cond: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One normalised chunk (N, T, Da) per condition row, from fresh Gaussian noise."""
+    def sample_chunk(self, cond, generator=None):
+        """One normalised chunk (N, T, Da) per condition row, from fresh Gaussian noise: one network pass."""
         c = self.config
         shape = (cond.shape[0], c.horizon, c.action_dim)
         noise = torch.randn(shape, generator=generator, device=cond.device, dtype=cond.dtype)
@@ -33,9 +33,6 @@ class DriftingPolicy(BasePolicy):
                                 dtype=cond.dtype)
             cond = self.append_to_cond(cond, extra)
         return self.run_model(noise, None, cond)
-
-    def sample_chunk(self, cond, generator=None):
-        return self.generate(cond, generator)
 
     def drift_loss(self, gen_features: dict, pos_features: dict) -> tuple[torch.Tensor, dict]:
         """Per-observation loss [B] and info. The core computes one feature scale and one drift normalisation
@@ -53,7 +50,7 @@ class DriftingPolicy(BasePolicy):
     def chunk_loss(self, cond, action):
         c = self.config
         B, G = action.shape[0], c.n_generated
-        gen = self.generate(cond.repeat_interleave(G, dim=0)).view(B, G, c.horizon, c.action_dim)
+        gen = self.sample_chunk(cond.repeat_interleave(G, dim=0)).view(B, G, c.horizon, c.action_dim)
         pos = action[:, None]  # (B, 1, T, Da): the demonstration is the only positive
         gen_features, pos_features = {}, {}
         if "chunk" in c.features:
