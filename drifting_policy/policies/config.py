@@ -121,8 +121,11 @@ class DriftingPolicyConfig(PolicyConfig):
     ``temperatures`` .. ``kernel_norm`` are the core's options (see ``drifting.drift_loss``). The core computes
     the feature scale and the drift normalisation over everything in one call; ``drift_per_observation``
     (default) makes each observation its own call, so observations whose demonstration is far from their
-    generated chunks are not drowned by the others. The defaults (per observation, ``affinity_floor=0``)
-    are measured on the bimodal task: ``python -m drifting_policy.synthetic --floor-sweep``.
+    generated chunks are not drowned by the others. The defaults (G = 8, per observation, ``affinity_floor=0``)
+    are measured on the bimodal task (``python -m drifting_policy.synthetic --floor-sweep``): over the batch,
+    the floor pulls every chunk to the modes' mean and no floor collapses onto one mode; per observation
+    with no floor both modes are kept at G = 8, but at G = 16 the far demonstration's affinity underflows to
+    exactly 0 in float32 and the loss and its gradient vanish.
     """
 
     type: ClassVar[str] = "drifting"
