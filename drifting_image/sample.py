@@ -16,7 +16,7 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
-from drifting_image import checkpoint
+from drifting import checkpoint
 from drifting_image.generator import DriftingDiT, build_generator
 
 

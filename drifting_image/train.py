@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from drifting import EMA, SampleQueue, feature_drift_loss, sample_cfg_alpha, unconditional_weight
-from drifting_image import checkpoint
+from drifting import checkpoint
 from drifting_image.data import SampleStream, load_dataset
 from drifting_image.features import image_features
 from drifting_image.generator import DriftingDiT, build_generator
@@ -227,7 +227,7 @@ class Trainer:
             }, self.shared_path())
         checkpoint.atomic_save({
             "step": self.step, "queue": self.queue.state_dict(), "stream": self.stream.state_dict(),
-            "rng": self.rng.get_state(), "global_rng": checkpoint.global_rng_state(),
+            "rng": self.rng.get_state(), "global_rng": checkpoint.rng_state(),
         }, self.rank_path(self.rank))
         if self.world > 1:
             dist.barrier()
@@ -245,7 +245,7 @@ class Trainer:
         self.queue.load_state_dict(local["queue"])
         self.stream.load_state_dict(local["stream"])
         self.rng.set_state(local["rng"])
-        checkpoint.set_global_rng_state(local["global_rng"])
+        checkpoint.set_rng_state(local["global_rng"])
         self.step = int(shared["step"])
         return True
 

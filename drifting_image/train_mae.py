@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from drifting import EMA
-from drifting_image import checkpoint
+from drifting import checkpoint
 from drifting_image.data import SampleStream, load_dataset
 from drifting_image.mae import MAE_SIZES, build_mae, classification_weight
 
@@ -74,7 +74,7 @@ class MAETrainer:
             "step": self.step, "config": asdict(self.cfg), "mae_kwargs": self.mae_kwargs,
             "mae": self.mae.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
             "stream": self.stream.state_dict(), "rng": self.rng.get_state(),
-            "global_rng": checkpoint.global_rng_state(),
+            "global_rng": checkpoint.rng_state(),
         }, self.path())
 
     def resume(self) -> None:
@@ -86,7 +86,7 @@ class MAETrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.stream.load_state_dict(state["stream"])
         self.rng.set_state(state["rng"])
-        checkpoint.set_global_rng_state(state["global_rng"])
+        checkpoint.set_rng_state(state["global_rng"])
         self.step = int(state["step"])
 
     def train_step(self) -> dict[str, float]:

@@ -11,18 +11,8 @@ import re
 import shutil
 from pathlib import Path
 
-import torch
 
 TOPK_PATTERN = re.compile(r"epoch=(\d+)-test_mean_score=(-?\d+\.\d+)\.ckpt")
-
-
-def atomic_torch_save(obj, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-    return path
 
 
 def atomic_copy(src: str | Path, dst: str | Path) -> Path:
@@ -50,12 +40,6 @@ def atomic_save_pretrained(policy, directory: str | Path, extra_files: dict[str,
     os.replace(tmp, directory)
     shutil.rmtree(old, ignore_errors=True)
     return directory
-
-
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    # Our checkpoints hold numpy and python RNG states besides tensors, hence weights_only=False: load only
-    # checkpoints you trust, as with any pickle.
-    return torch.load(path, map_location=map_location, weights_only=False)
 
 
 class TopKCheckpoints:

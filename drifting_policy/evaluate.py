@@ -17,7 +17,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from drifting_policy.checkpoint import load_checkpoint
+from drifting.checkpoint import load as load_checkpoint
 from drifting_policy.config import compose_train_config, load_config
 from drifting_policy.workspace import numeric_items, resolve_device
 

@@ -33,7 +33,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from drifting import EMA
-from drifting_policy.checkpoint import TopKCheckpoints, atomic_save_pretrained, atomic_torch_save, load_checkpoint
+from drifting.checkpoint import atomic_save, rng_state, set_rng_state
+from drifting.checkpoint import load as load_checkpoint
+from drifting_policy.checkpoint import TopKCheckpoints, atomic_save_pretrained
 from drifting_policy.config import check_train_config, save_config
 from drifting_policy.json_log import JsonLogger
 from drifting_policy.plots import plot_training_curves
@@ -66,19 +68,6 @@ def batch_statistics(batch, prefix: str = "") -> list[str]:
                else "no finite values")
     return [f"{prefix.rstrip('.')} {tuple(x.shape)}: {summary}, NaN {int(torch.isnan(x).sum())}, "
             f"inf {int(torch.isinf(x).sum())}"]
-
-
-def rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if state["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def seed_everything(seed: int) -> None:
@@ -271,7 +260,7 @@ class TrainWorkspace:
         rng_states = self.dist.gather(rng_state())
         if not self.dist.is_main:
             return
-        atomic_torch_save(self.state_dict(rng_states), self.latest_path)
+        atomic_save(self.state_dict(rng_states), self.latest_path)
         self.export("last")
         score = step_log.get("test/mean_score")
         if score is not None:

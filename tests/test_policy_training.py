@@ -20,7 +20,8 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from drifting_policy.checkpoint import TOPK_PATTERN, TopKCheckpoints, load_checkpoint
+from drifting.checkpoint import load as load_checkpoint
+from drifting_policy.checkpoint import TOPK_PATTERN, TopKCheckpoints
 from drifting_policy.config import CONFIG_DIR, check_train_config, compose_train_config
 from drifting_policy.data import ReplayBuffer
 from drifting_policy.evaluate import evaluate
@@ -219,7 +220,7 @@ def zarr_path(tmp_path_factory) -> Path:
 
 
 def make_cfg(config_dir: Path, zarr_path: Path, run_dir: Path, *overrides: str, policy: str = "tiny_mlp"):
-    cfg, choices = compose_train_config([f"task=tiny", f"policy={policy}", f"task.zarr_path={zarr_path}",
+    cfg, choices = compose_train_config(["task=tiny", f"policy={policy}", f"task.zarr_path={zarr_path}",
                                          f"run_dir={run_dir}", *FAST, *overrides], config_dir=config_dir)
     assert choices == {"task": "tiny", "policy": policy}
     return cfg

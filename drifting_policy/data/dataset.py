@@ -37,7 +37,6 @@ from drifting_policy.normalizer import (
     get_abs_action_normalizer_from_stat,
     get_identity_normalizer_from_stat,
     get_image_range_normalizer,
-    get_range_normalizer_from_stat,
 )
 
 # How a low-dim field or the action is normalised (see ``_fit_field``).
