@@ -283,7 +283,7 @@ class OraclePolicy:
 
 def test_vector_env_runner_with_oracle_policy():
     from envs.common.runner import VectorEnvRunner, dp_episodes
-    from envs.blockpush.runner import make_env
+    from envs.blockpush.runner import make_env, summarize
 
     episodes = dp_episodes(n_test=1, n_test_vis=0)
     runner = VectorEnvRunner(make_env, episodes, n_obs_steps=3, n_action_steps=1, vectorization="sync",
@@ -293,3 +293,14 @@ def test_vector_env_runner_with_oracle_policy():
     finally:
         runner.close()
     assert log["test/mean_score"] == pytest.approx(SUCCESS_REWARD)  # the generic runner scores max reward
+
+    # With the task's summary, the score is DP's summed distinct rewards and the phases are logged.
+    runner = VectorEnvRunner(make_env, episodes, n_obs_steps=3, n_action_steps=1, vectorization="sync",
+                             show_progress=False, summarize=summarize)
+    try:
+        log = runner.run(OraclePolicy(len(episodes)))
+    finally:
+        runner.close()
+    assert log["test/mean_score"] == pytest.approx(1.0)
+    assert log["test/p1"] == 1.0 and log["test/p2"] == 1.0
+    assert log["test/assignment_0"] + log["test/assignment_1"] == 1.0

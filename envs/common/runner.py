@@ -8,6 +8,8 @@ is the mean over the episodes of that prefix.
 
 What a task supplies is small: a picklable ``env_fn`` returning its single env, whose ``reset`` honours a pending
 ``reset_state`` attribute (set per worker through ``set_attr``), and the observation key names the policy expects.
+Tasks with phase metrics (BlockPush, Kitchen) also pass ``summarize(prefixes, final_infos) -> dict``, which turns
+each episode's last ``info`` into log entries (its ``<prefix>/mean_score`` replaces the max-reward one).
 """
 
 from __future__ import annotations
@@ -55,6 +57,12 @@ def dp_episodes(
     return train + test
 
 
+def _member_info(info: dict, i: int) -> dict:
+    """Member ``i``'s entries of a vector env's info dict (gymnasium marks present entries with ``_<key>``)."""
+    return {key: value[i] for key, value in info.items()
+            if not key.startswith("_") and info.get(f"_{key}", np.ones(i + 1, dtype=bool))[i]}
+
+
 def _wrapped_env(env_fn: Callable[[], gym.Env], n_obs_steps: int, n_action_steps: int, fps: int) -> gym.Env:
     return MultiStepWrapper(VideoRecorder(env_fn(), fps=fps), n_obs_steps, n_action_steps)
 
@@ -81,6 +89,7 @@ class VectorEnvRunner:
         video_format: str = "mp4",
         fps: int = 10,
         show_progress: bool = True,
+        summarize: Callable[[list[str], list[dict]], dict] | None = None,
     ):
         if vectorization not in ("async", "sync"):
             raise ValueError(f"VectorEnvRunner: vectorization must be 'async' or 'sync', got {vectorization!r}")
@@ -97,6 +106,7 @@ class VectorEnvRunner:
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.video_format = video_format
         self.show_progress = show_progress
+        self.summarize = summarize
         fns = [functools.partial(_wrapped_env, env_fn, n_obs_steps, n_action_steps, fps)] * self.n_envs
         if vectorization == "async":
             self.env = AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.NEXT_STEP)
@@ -119,6 +129,7 @@ class VectorEnvRunner:
         ``{prefix}/sim_video_{seed}`` (file path) for each recorded episode."""
         device = getattr(policy, "device", "cpu")
         scores = np.zeros(len(self.episodes))
+        final_infos: list[dict] = [{} for _ in self.episodes]
         videos: dict[int, Path] = {}
         chunks = range(0, len(self.episodes), self.n_envs)
         for start in tqdm(chunks, desc="eval chunks", disable=not self.show_progress, leave=False):
@@ -140,12 +151,18 @@ class VectorEnvRunner:
                 action = action.detach().cpu().numpy() if torch.is_tensor(action) else np.asarray(action)
                 if action.shape[0] != self.n_envs or action.ndim != 3:
                     raise ValueError(f"VectorEnvRunner: policy returned actions of shape {action.shape}, expected ({self.n_envs}, Ta, Da)")
-                obs, reward, terminated, truncated, _ = self.env.step(action[:, : self.n_action_steps])
+                obs, reward, terminated, truncated, info = self.env.step(action[:, : self.n_action_steps])
                 # Finished members are auto-reset by the vector env and run on; only their episode counts.
                 max_reward = np.where(done, max_reward, np.maximum(max_reward, reward))
+                for i in np.flatnonzero((terminated | truncated) & ~done):
+                    if i < len(chunk):
+                        final_infos[start + i] = _member_info(info, i)
                 done |= terminated | truncated
             scores[start : start + len(chunk)] = max_reward[: len(chunk)]
-        return self._log(scores, videos)
+        log = self._log(scores, videos)
+        if self.summarize is not None:
+            log.update(self.summarize([ep.prefix for ep in self.episodes], final_infos))
+        return log
 
     def _video_path(self, episode: Episode) -> Path | None:
         if self.output_dir is None:
