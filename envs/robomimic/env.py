@@ -115,13 +115,14 @@ class RobomimicEnv:
     """A robosuite env built from ``env_meta``, with robomimic's observation and state API.
 
     ``use_images`` defaults to the meta's ``use_camera_obs``; pass False to step a
-    state-only copy of an image task. Images come back HWC uint8 upright (robomimic's
+    state-only copy of an image task, and ``render_offscreen`` to ``render`` frames (videos)
+    without image observations. Images come back HWC uint8 upright (robomimic's
     dataset layout); ``image_to_chw_float`` turns them into policy input. Shadows and
     reflections are switched off for speed. Resets are soft: the model is built once, with a
     fixed seed, and ``reset(seed)`` samples the object placements.
     """
 
-    def __init__(self, env_meta: dict, use_images: bool | None = None):
+    def __init__(self, env_meta: dict, use_images: bool | None = None, render_offscreen: bool = False):
         for key in ("env_name", "type", "env_kwargs"):
             if key not in env_meta:
                 raise KeyError(f"env_meta is missing {key!r}; expected keys env_name, type, env_kwargs")
@@ -133,7 +134,7 @@ class RobomimicEnv:
         # The same overrides robomimic's EnvRobosuite applies when it creates an env.
         kwargs.update(
             has_renderer=False,
-            has_offscreen_renderer=use_images,
+            has_offscreen_renderer=use_images or render_offscreen,
             ignore_done=True,
             use_object_obs=True,
             use_camera_obs=use_images,
@@ -199,6 +200,10 @@ class RobomimicEnv:
         raw, reward, _, info = self.env.step(np.asarray(action, dtype=np.float64))
         info["is_success"] = self.is_success()
         return self._observation(raw), float(reward), False, info
+
+    def render(self, camera: str = "agentview", size: int = 256) -> np.ndarray:
+        """(size, size, 3) uint8 upright frame from ``camera`` (needs an offscreen renderer)."""
+        return np.ascontiguousarray(self.env.sim.render(width=size, height=size, camera_name=camera)[::-1])
 
     def is_success(self) -> bool:
         return bool(self.env._check_success())
