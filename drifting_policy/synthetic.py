@@ -50,7 +50,7 @@ def bimodal_normalizer(horizon: int = 8, n: int = 4096) -> LinearNormalizer:
     return normalizer
 
 
-def make_bimodal_policy(method: str = "drifting", horizon: int = 8, down_dims=(64, 128), seed: int = 0, **options):
+def make_bimodal_policy(method: str = "drifting", horizon: int = 8, down_dims=(32, 64), seed: int = 0, **options):
     """A small-UNet policy for the task, normalizer set; ``options`` go to the method's config."""
     torch.manual_seed(seed)
     shapes = dict(obs_dim=1, action_dim=2, horizon=horizon, n_obs_steps=1, n_action_steps=horizon,
