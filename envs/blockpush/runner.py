@@ -14,6 +14,7 @@ import collections
 import numpy as np
 
 from envs.blockpush.env import BlockPushMultimodalEnv
+from envs.common.runner import seeded_initial_states
 
 
 def make_env():
@@ -23,13 +24,7 @@ def make_env():
 
 def train_initial_states(n_train=6, start_seed=0):
     """`get_state()` vectors of the scenes that seeds start_seed.. produce (DP evaluates "train" on seeds 0..5)."""
-    env = BlockPushMultimodalEnv()
-    states = []
-    for seed in range(start_seed, start_seed + n_train):
-        env.reset(seed=seed)
-        states.append(env.get_state())
-    env.close()
-    return states
+    return seeded_initial_states(BlockPushMultimodalEnv, n_train, start_seed)
 
 
 def summarize(prefixes, final_infos):

@@ -57,6 +57,18 @@ def dp_episodes(
     return train + test
 
 
+def seeded_initial_states(env_fn: Callable[[], gym.Env], n: int, start_seed: int = 0) -> list[np.ndarray]:
+    """``get_state()`` after the env's seeded reset for seeds start_seed .. start_seed + n - 1 (DP's "train" starts
+    for tasks whose demonstrations began from those seeds)."""
+    env = env_fn()
+    states = []
+    for seed in range(start_seed, start_seed + n):
+        env.reset(seed=seed)
+        states.append(env.get_state())
+    env.close()
+    return states
+
+
 def _member_info(info: dict, i: int) -> dict:
     """Member ``i``'s entries of a vector env's info dict (gymnasium marks present entries with ``_<key>``)."""
     return {key: value[i] for key, value in info.items()

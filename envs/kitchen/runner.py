@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from envs.common.runner import seeded_initial_states
 from envs.kitchen.env import EPISODE_STEPS, SUBTASKS, KitchenEnv, phase_fractions
 
 
@@ -26,13 +27,7 @@ def make_env(obs_layout: str = "full", max_episode_steps: int = EPISODE_STEPS) -
 
 def train_initial_states(n_train: int = 6, start_seed: int = 0) -> list[np.ndarray]:
     """``get_state()`` vectors of the starts that seeds start_seed.. produce (the first demonstrations' starts)."""
-    env = KitchenEnv()
-    states = []
-    for seed in range(start_seed, start_seed + n_train):
-        env.reset(seed=seed)
-        states.append(env.get_state())
-    env.close()
-    return states
+    return seeded_initial_states(KitchenEnv, n_train, start_seed)
 
 
 def summarize(prefixes: Sequence[str], final_infos: Sequence[dict]) -> dict:
