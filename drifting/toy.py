@@ -116,8 +116,8 @@ def mode_shares(x: torch.Tensor, modes: torch.Tensor, radius: float) -> list[flo
 class ToyConfig:
     target: str = "checkerboard"
     steps: int = 2000
-    n_gen: int = 1024  # generated samples per step (the notebook uses 2048)
-    n_pos: int = 1024  # data samples per step
+    n_gen: int = 512  # generated samples per step (the notebook uses 2048; 512 keeps a case under 2 minutes here)
+    n_pos: int = 512  # data samples per step
     lr: float = 1e-3
     start: tuple = (0.0, 0.0)
     start_spread: float = 1.0
