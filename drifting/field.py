@@ -112,26 +112,22 @@ def _drift(
     if self_mask:  # a generated sample neither attracts nor repels itself
         dist_normed = dist_normed.clone()
         dist_normed[:, :, :G].diagonal(dim1=1, dim2=2).add_(self_mask)
-    gen_scaled, targets_scaled = gen / coord_scale, targets / coord_scale
-
     info = {"scale": scale}
-    force_sum = torch.zeros_like(gen_scaled)
+    force_sum = torch.zeros_like(gen)
     for tau in temperatures:
-        affinity = _affinity(-dist_normed / tau, kernel_norm, affinity_floor) * weights[:, None, :]
-        aff_neg, aff_pos = affinity[:, :, : G + U], affinity[:, :, G + U :]
+        affinity = _affinity(dist_normed * (-1.0 / tau), kernel_norm, affinity_floor) * weights[:, None, :]
         # Cross-weighting (paper Alg. 2): each positive is weighted by the total negative affinity and vice versa,
         # so with attraction == repulsion the coefficients sum to zero and V vanishes when p == q.
-        coeff = torch.cat(
-            [
-                -repulsion * aff_neg * aff_pos.sum(-1, keepdim=True),
-                attraction * aff_pos * aff_neg.sum(-1, keepdim=True),
-            ],
-            dim=2,
-        )
-        force = torch.bmm(coeff, targets_scaled) - coeff.sum(-1, keepdim=True) * gen_scaled
-        sq_norm = force.square().mean()  # over the whole call
+        sum_neg = affinity[:, :, : G + U].sum(-1, keepdim=True)
+        sum_pos = affinity[:, :, G + U :].sum(-1, keepdim=True)
+        factor = torch.cat([(-repulsion * sum_pos).expand(-1, -1, G + U),
+                            (attraction * sum_neg).expand(-1, -1, affinity.shape[2] - G - U)], dim=2)
+        coeff = affinity * factor
+        # The force in input units (targets are not rescaled: dividing the [B, G, S] result is cheaper).
+        force = torch.baddbmm(coeff.sum(-1, keepdim=True) * -gen, coeff, targets)
+        sq_norm = force.square().mean() / coord_scale**2  # in normalized coordinates, over the whole call
         info[f"drift_sq_norm_{tau:g}"] = sq_norm
-        force_sum += force / sq_norm.clamp_min(1e-8).sqrt() if normalize_drift else force
+        force_sum += force / (coord_scale * sq_norm.clamp_min(1e-8).sqrt()) if normalize_drift else force / coord_scale
     return coord_scale, force_sum, info
 
 
