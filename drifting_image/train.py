@@ -87,9 +87,9 @@ class TrainConfig:
     wandb: str = "disabled"  # 'disabled', 'offline' or 'online'
 
 
-def load_config(path: str | None, overrides: list[str]) -> TrainConfig:
-    schema = OmegaConf.structured(TrainConfig)
-    parts = [schema] + ([OmegaConf.load(path)] if path else []) + [OmegaConf.from_dotlist(overrides)]
+def load_config(path: str | None, overrides: list[str], schema: type = TrainConfig):
+    """A config dataclass from its defaults, an optional YAML file and key=value overrides, in that order."""
+    parts = [OmegaConf.structured(schema)] + ([OmegaConf.load(path)] if path else []) + [OmegaConf.from_dotlist(overrides)]
     return OmegaConf.to_object(OmegaConf.merge(*parts))
 
 

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from drifting import EMA
 from drifting import checkpoint
 from drifting_image.data import SampleStream, load_dataset
 from drifting_image.mae import MAE_SIZES, build_mae, classification_weight
+from drifting_image.train import load_config
 
 
 @dataclass
@@ -130,8 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", help="YAML file with MAETrainConfig fields")
     parser.add_argument("overrides", nargs="*", help="key=value overrides")
     args = parser.parse_args(argv)
-    parts = [OmegaConf.structured(MAETrainConfig)] + ([OmegaConf.load(args.config)] if args.config else [])
-    MAETrainer(OmegaConf.to_object(OmegaConf.merge(*parts, OmegaConf.from_dotlist(args.overrides)))).run()
+    MAETrainer(load_config(args.config, args.overrides, schema=MAETrainConfig)).run()
 
 
 if __name__ == "__main__":
