@@ -37,8 +37,8 @@ from drifting.checkpoint import atomic_save, rng_state, set_rng_state
 from drifting.checkpoint import load as load_checkpoint
 from drifting_policy.checkpoint import TopKCheckpoints, atomic_save_pretrained
 from drifting_policy.config import check_train_config, save_config
-from drifting_policy.json_log import JsonLogger
-from drifting_policy.plots import plot_training_curves
+from drifting_policy.json_log import JsonLogger, read_json_log
+from drifting_policy.plots import epoch_records, plot_training_curves
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -375,6 +375,8 @@ class TrainWorkspace:
             wandb_run = self.open_wandb()
         try:
             self.loop(json_logger, wandb_run)
+            if self.dist.is_main:
+                self.print_summary()
         finally:
             if json_logger is not None:
                 json_logger.close()
@@ -383,6 +385,22 @@ class TrainWorkspace:
             if self.env_runner is not None and hasattr(self.env_runner, "close"):
                 self.env_runner.close()
             self.dist.close()
+
+    def print_summary(self) -> None:
+        """Where the results are, and the scores of the last rollouts (what DP's protocol reports)."""
+        records = [r for r in epoch_records(read_json_log(self.run_dir / "logs.json.txt")) if "test/mean_score" in r]
+        lines = [f"Run finished: {self.run_dir}"]
+        if records:
+            last = records[-1]
+            lines.append(f"  test/mean_score at epoch {last['epoch']}: {last['test/mean_score']:.3f} "
+                         f"(mean of the last {min(len(records), 10)} rollouts: "
+                         f"{np.mean([r['test/mean_score'] for r in records[-10:]]):.3f}, best {self.best_score:.3f})")
+        lines.append(f"  log: {self.run_dir / 'logs.json.txt'}")
+        for label, path in (("plot", self.run_dir / "plots" / "training_curves.png"), ("videos", self.run_dir / "media"),
+                            ("policy", self.run_dir / "pretrained" / "last")):
+            if path.exists():
+                lines.append(f"  {label}: {path}")
+        print("\n".join(lines), flush=True)
 
     def loop(self, json_logger: JsonLogger | None, wandb_run) -> None:
         cfg, train = self.cfg, self.cfg.training
@@ -413,7 +431,8 @@ class TrainWorkspace:
 
             # ---- end of epoch: Diffusion Policy's order and cadence (epoch 0 included)
             step_log["train_loss"] = float(np.mean(train_losses))
-            rollout_due = self.epoch % train.rollout_every == 0
+            # DP's cadence, plus the last epoch, so every run ends with the final policy's score.
+            rollout_due = self.epoch % train.rollout_every == 0 or self.epoch == train.num_epochs - 1
             if self.dist.is_main:
                 if rollout_due:
                     step_log.update(self.rollout())
