@@ -1,13 +1,14 @@
 """Action-chunk inference latency: drifting (1 NFE) vs DDPM-100 vs DDIM-10 on the same network.
 
-The network is Diffusion Policy's low-dim PushT U-Net (down_dims 256/512/1024, 20-D observations, To = 2,
-T = 16, Da = 2). Each case times ``predict_action`` (normalisation and slicing included) under
+The network is Diffusion Policy's low-dim PushT U-Net (down_dims 256/512/1024 unless ``--down-dims`` says
+otherwise, 20-D observations, To = 2, T = 16, Da = 2). Each case times ``predict_action`` (normalisation and slicing included) under
 ``torch.inference_mode``, repeated until ``--repeats`` runs or ``--budget-s`` seconds (at least one run), and
 reports the median. Before the cases of a batch size each network is warmed up with one evaluation (the DDPM
 network through a 1-step DDIM call, so a slow DDPM-100 case is not run twice).
 
     python benchmarks/policy_latency.py                      # CPU, and CUDA when available
     python benchmarks/policy_latency.py --devices cpu --batch-sizes 1
+    python benchmarks/policy_latency.py --down-dims 32 64 128   # the network of configs/experiment/pusht_cpu.yaml
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from drifting_policy.normalizer import LinearNormalizer
 from drifting_policy.policies import DiffusionPolicy, DiffusionPolicyConfig, DriftingPolicy, DriftingPolicyConfig
 
 PUSHT_LOWDIM = dict(obs_dim=20, action_dim=2, horizon=16, n_obs_steps=2, n_action_steps=8,
-                    down_dims=(256, 512, 1024), diffusion_step_embed_dim=256)
+                    diffusion_step_embed_dim=256)
 CASES = (("drifting 1-NFE", None, None), ("DDIM-10", "ddim", 10), ("DDPM-100", "ddpm", 100))
 
 
@@ -48,12 +49,12 @@ def machine_info(devices) -> str:
     return "\n".join(lines)
 
 
-def build_policies(device: str) -> dict:
+def build_policies(device: str, down_dims: tuple) -> dict:
     normalizer = LinearNormalizer()
     normalizer.fit({"obs": torch.randn(1000, 20), "action": torch.randn(1000, 2)})
     torch.manual_seed(0)
-    drifting = DriftingPolicy(DriftingPolicyConfig(**PUSHT_LOWDIM))
-    diffusion = DiffusionPolicy(DiffusionPolicyConfig(**PUSHT_LOWDIM))
+    drifting = DriftingPolicy(DriftingPolicyConfig(**PUSHT_LOWDIM, down_dims=down_dims))
+    diffusion = DiffusionPolicy(DiffusionPolicyConfig(**PUSHT_LOWDIM, down_dims=down_dims))
     for policy in (drifting, diffusion):
         policy.set_normalizer(normalizer)
         policy.to(device).eval()
@@ -84,13 +85,16 @@ def main(argv=None):
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--budget-s", type=float, default=20.0, help="stop repeating a case after this much time")
+    parser.add_argument("--down-dims", type=int, nargs="+", default=[256, 512, 1024],
+                        help="U-Net widths (DP's default; 32 64 128 is the PushT CPU experiment's network)")
     args = parser.parse_args(argv)
 
     print(machine_info(args.devices))
-    print("network: PushT low-dim ConditionalUnet1D, down_dims (256, 512, 1024), obs 20-D x To=2, T=16, Da=2")
+    down_dims = tuple(args.down_dims)
+    print(f"network: PushT low-dim ConditionalUnet1D, down_dims {down_dims}, obs 20-D x To=2, T=16, Da=2")
     print(f"{'device':<6} {'batch':>5}  {'method':<15} {'median ms':>11} {'runs':>4} {'x drifting':>10}")
     for device in args.devices:
-        policies = build_policies(device)
+        policies = build_policies(device, down_dims)
         for batch in args.batch_sizes:
             obs = {"obs": torch.randn(batch, 2, 20, device=device)}
             with torch.inference_mode():  # warm-up: one network evaluation each

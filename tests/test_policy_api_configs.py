@@ -36,3 +36,18 @@ def test_policy_config_builds(policy_name, task_name, policy_class):
         assert policy.config.crop_shape == (84, 84)
     assert policy.config.to_dict()["type"] == policy_class.config_class.type
     assert all(torch.isfinite(p).all() for p in policy.parameters())
+
+
+@pytest.mark.parametrize("policy_name, policy_class", [
+    ("drifting_unet_lowdim", DriftingPolicy), ("diffusion_unet_lowdim", DiffusionPolicy)])
+def test_pusht_cpu_experiment_gives_both_methods_the_same_budget(policy_name, policy_class):
+    from drifting_policy.config import compose_train_config
+
+    cfg, choices = compose_train_config(["task=pusht_lowdim", f"policy={policy_name}", "experiment=pusht_cpu"])
+    assert choices["experiment"] == "pusht_cpu"
+    assert (cfg.training.num_epochs, cfg.dataloader.batch_size, cfg.optimizer.lr) == (8, 64, 1e-3)
+    assert cfg.task.dataset.max_train_episodes is None and cfg.task.env_runner.n_test == 50
+    policy = instantiate(cfg.policy)
+    assert type(policy) is policy_class and policy.config.down_dims == (32, 64, 128)
+    default, _ = compose_train_config(["task=pusht_lowdim", f"policy={policy_name}"])
+    assert default.training.num_epochs == 5000 and default.policy.config.down_dims == [256, 512, 1024]
