@@ -1,4 +1,6 @@
-"""PNG curves of a run from its ``logs.json.txt``: epoch-mean train and validation loss, and test score."""
+"""PNG curves of a run from its ``logs.json.txt``: epoch-mean train and validation loss, test score, and for the
+drifting policy the distance of its generated chunks to the demonstrations (its loss is a normalised drift, nearly
+constant by design, so that distance is the curve that shows learning)."""
 from __future__ import annotations
 
 import os
@@ -21,14 +23,30 @@ def _series(records: list[dict], key: str) -> tuple[list, list]:
     return [p[0] for p in points], [p[1] for p in points]
 
 
+DISTANCE_KEY = "policy/gen_to_demo_rms"
+
+
+def epoch_means(records: list[dict], key: str) -> tuple[list, list]:
+    """Per epoch, the mean of ``key`` over the lines (batches) that carry it."""
+    sums: dict[int, list] = {}
+    for record in records:
+        if record.get(key) is not None and "epoch" in record:
+            sums.setdefault(record["epoch"], []).append(record[key])
+    epochs = sorted(sums)
+    return epochs, [sum(sums[e]) / len(sums[e]) for e in epochs]
+
+
 def plot_training_curves(log_path: str | Path, out_path: str | Path, title: str = "") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = epoch_records(read_json_log(log_path))
-    fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(11, 4))
+    lines = read_json_log(log_path)
+    records = epoch_records(lines)
+    distance = epoch_means(lines, DISTANCE_KEY)
+    fig, axes = plt.subplots(1, 3 if distance[0] else 2, figsize=(16 if distance[0] else 11, 4))
+    ax_loss, ax_score = axes[0], axes[1]
     losses = []
     for key, label in (("train_loss", "train loss (epoch mean)"), ("val_loss", "val loss")):
         epochs, values = _series(records, key)
@@ -50,6 +68,11 @@ def plot_training_curves(log_path: str | Path, out_path: str | Path, title: str 
     ax_score.set_ylim(-0.02, 1.02)
     if ax_score.lines:
         ax_score.legend()
+    if distance[0]:
+        axes[2].plot(*distance, marker="." if len(distance[0]) < 50 else None)
+        axes[2].set_xlabel("epoch")
+        axes[2].set_ylabel("generated-to-demonstration RMS (epoch mean)")
+        axes[2].set_yscale("log")
     fig.suptitle(title)
     fig.tight_layout()
 
