@@ -37,8 +37,9 @@ from drifting.checkpoint import atomic_save, rng_state, set_rng_state
 from drifting.checkpoint import load as load_checkpoint
 from drifting_policy.checkpoint import TopKCheckpoints, atomic_save_pretrained
 from drifting_policy.config import check_train_config, save_config
-from drifting_policy.json_log import JsonLogger, read_json_log
-from drifting_policy.plots import epoch_records, plot_training_curves
+from drifting_policy.json_log import JsonLogger
+from drifting_policy.plots import plot_training_curves
+from drifting_policy.report import load_run
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -387,14 +388,13 @@ class TrainWorkspace:
             self.dist.close()
 
     def print_summary(self) -> None:
-        """Where the results are, and the scores of the last rollouts (what DP's protocol reports)."""
-        records = [r for r in epoch_records(read_json_log(self.run_dir / "logs.json.txt")) if "test/mean_score" in r]
+        """Where the results are, and the scores of the last rollouts as ``drifting-policy report`` computes them."""
+        run = load_run(self.run_dir, "test/mean_score")
         lines = [f"Run finished: {self.run_dir}"]
-        if records:
-            last = records[-1]
-            lines.append(f"  test/mean_score at epoch {last['epoch']}: {last['test/mean_score']:.3f} "
-                         f"(mean of the last {min(len(records), 10)} rollouts: "
-                         f"{np.mean([r['test/mean_score'] for r in records[-10:]]):.3f}, best {self.best_score:.3f})")
+        if run.scores:
+            last = min(len(run.scores), 10)
+            lines.append(f"  test/mean_score at epoch {self.epoch - 1}: {run.scores[-1]:.3f} (mean of the last {last} "
+                         f"rollouts: {run.last_mean(last):.3f}, best {run.max():.3f})")
         lines.append(f"  log: {self.run_dir / 'logs.json.txt'}")
         for label, path in (("plot", self.run_dir / "plots" / "training_curves.png"), ("videos", self.run_dir / "media"),
                             ("policy", self.run_dir / "pretrained" / "last")):
