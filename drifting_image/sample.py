@@ -1,10 +1,12 @@
 """One-step sampling from a trained generator: PNG grids and an ``.npz`` of uint8 images.
 
 The ``.npz`` follows the ADM evaluation layout: ``arr_0`` [N, H, W, C] uint8 (and ``arr_1`` the labels).
-Pixel-space samples in [-1, 1] are mapped to uint8; latent-space samples need a VAE decoder first, which this
-package does not include.
+Pixel-space samples in [-1, 1] are mapped to uint8; latent-space samples are first decoded by the VAE given
+with ``--vae`` (a local diffusers AutoencoderKL folder, see ``drifting_image.vae``). The PNG grid shows the
+first 100 samples sorted by class, ten per row (with 10 classes: one class per row).
 
     python -m drifting_image.sample runs/mnist/checkpoint.pt --num 1000 --alpha 1.5 --out runs/mnist/samples
+    python -m drifting_image.sample runs/latent_B2/checkpoint.pt --num 50000 --vae /models/sd-vae-ft-ema
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from drifting import checkpoint
 from drifting_image.generator import DriftingDiT, build_generator
+from drifting_image.vae import decode, load_vae
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -25,9 +29,8 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def save_grid(images: torch.Tensor, path: str | Path, ncol: int = 10, pad: int = 2) -> None:
-    """Tile [N, C, H, W] images in [-1, 1] (C = 1 or 3) into one PNG, ``ncol`` per row."""
-    pixels = to_uint8(images)
+def save_grid(pixels: np.ndarray, path: str | Path, ncol: int = 10, pad: int = 2) -> None:
+    """Tile [N, H, W, C] uint8 images (C = 1 or 3) into one PNG, ``ncol`` per row."""
     n, h, w, c = pixels.shape
     nrow = -(-n // ncol)
     grid = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, c), 255, dtype=np.uint8)
@@ -56,13 +59,33 @@ def generate(
     rng = torch.Generator().manual_seed(seed)
     generator = generator.to(device)
     out = []
-    for chunk in labels.split(batch_size):
+    for chunk in tqdm(labels.split(batch_size), desc=f"sampling alpha={alpha:g}", unit="batch", leave=False):
         noise = torch.randn(len(chunk), *generator.sample_shape, generator=rng)
         style = generator.draw_style(len(chunk), rng=rng)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda"):
             x = generator(noise.to(device), chunk.to(device), alpha, style.to(device))
         out.append(x.float().cpu())
     return torch.cat(out)
+
+
+def sample_images(
+    generator: DriftingDiT, num: int, alpha: float = 1.0, *, vae=None, seed: int = 0,
+    device: torch.device | str = "cpu", decode_batch_size: int = 32,
+) -> tuple[np.ndarray, torch.Tensor]:
+    """``num`` images [num, H, W, C] uint8, the classes in equal turns, and their labels [num]. Samples of a
+    latent-space generator are decoded by ``vae`` (an AutoencoderKL from ``drifting_image.vae.load_vae``)."""
+    labels = torch.arange(num) % generator.num_classes
+    samples = generate(generator, labels, alpha, seed=seed, device=device)
+    if vae is None:
+        if samples.shape[1] not in (1, 3):
+            raise ValueError(f"the generator makes {samples.shape[1]}-channel latents: give the VAE that decodes "
+                             "them (--vae <AutoencoderKL folder>)")
+        return to_uint8(samples), labels
+    if samples.shape[1] != vae.config.latent_channels:
+        raise ValueError(f"the generator makes {samples.shape[1]}-channel samples but the VAE decodes "
+                         f"{vae.config.latent_channels}-channel latents")
+    chunks = tqdm(samples.split(decode_batch_size), desc="decoding", unit="batch", leave=False)
+    return np.concatenate([to_uint8(decode(vae, chunk)) for chunk in chunks]), labels
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,18 +96,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None, help="output folder (default: next to the checkpoint)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
+    parser.add_argument("--vae", default=None, help="AutoencoderKL folder that decodes a latent-space generator")
     args = parser.parse_args(argv)
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     generator = load_generator(args.checkpoint, use_ema=not args.raw)
-    labels = torch.arange(args.num) % generator.num_classes
-    images = generate(generator, labels, args.alpha, seed=args.seed, device=device)
+    vae = load_vae(args.vae, device) if args.vae else None
+    images, labels = sample_images(generator, args.num, args.alpha, vae=vae, seed=args.seed, device=device)
     out = Path(args.out or Path(args.checkpoint).parent / "samples")
     out.mkdir(parents=True, exist_ok=True)
     stem = f"alpha{args.alpha:g}"
-    np.savez(out / f"{stem}.npz", arr_0=to_uint8(images), arr_1=labels.numpy())
-    order = torch.argsort(labels[: 10 * generator.num_classes], stable=True)
-    save_grid(images[order], out / f"{stem}.png", ncol=10)
+    np.savez(out / f"{stem}.npz", arr_0=images, arr_1=labels.numpy())
+    order = torch.argsort(labels[:100], stable=True)
+    save_grid(images[order.numpy()], out / f"{stem}.png", ncol=10)
     print(f"wrote {len(images)} samples to {out / f'{stem}.npz'} and a grid to {out / f'{stem}.png'}")
 
 

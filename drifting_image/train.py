@@ -24,7 +24,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -32,13 +32,19 @@ from omegaconf import OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from drifting import EMA, SampleQueue, feature_drift_loss, sample_cfg_alpha, unconditional_weight
-from drifting import checkpoint
+from drifting import (
+    EMA,
+    SampleQueue,
+    checkpoint,
+    feature_drift_loss,
+    sample_cfg_alpha,
+    unconditional_weight,
+)
 from drifting_image.data import SampleStream, load_dataset
 from drifting_image.features import image_features
 from drifting_image.generator import DriftingDiT, build_generator
 from drifting_image.mae import ResNetMAE
-from drifting_image.sample import save_grid
+from drifting_image.sample import save_grid, to_uint8
 
 
 @dataclass
@@ -51,7 +57,7 @@ class TrainConfig:
     # Models. mae_checkpoint=None uses only the 'global' feature (the vanilla loss without phi).
     generator: str = "T/4"
     generator_overrides: dict[str, Any] = field(default_factory=dict)
-    mae_checkpoint: Optional[str] = None
+    mae_checkpoint: str | None = None
     feature_patch_sizes: list[int] = field(default_factory=lambda: [2, 4])
     feature_every_k_block: int = 2
 
@@ -138,7 +144,7 @@ def drifting_loss(
     style = generator.draw_style(Nc * G, rng=rng)
 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    feature_options = dict(patch_sizes=tuple(cfg.feature_patch_sizes), every_k_block=cfg.feature_every_k_block)
+    feature_options = {"patch_sizes": tuple(cfg.feature_patch_sizes), "every_k_block": cfg.feature_every_k_block}
     with autocast:
         with torch.no_grad():
             real = grouped(image_features(reals.flatten(0, 1).to(device), encoder, **feature_options), Nc)
@@ -287,7 +293,7 @@ class Trainer:
         labels = torch.arange(self.cfg.num_classes, device=self.device)
         style = ema.draw_style(len(labels), rng=torch.Generator().manual_seed(self.cfg.seed)).to(self.device)
         rows = [ema(self.sample_noise.to(self.device), labels, alpha, style) for alpha in self.cfg.sample_alphas]
-        save_grid(torch.cat(rows).cpu(), self.out_dir / f"samples_{self.step:07d}.png", ncol=len(labels))
+        save_grid(to_uint8(torch.cat(rows).cpu()), self.out_dir / f"samples_{self.step:07d}.png", ncol=len(labels))
 
     def run(self) -> None:
         cfg = self.cfg

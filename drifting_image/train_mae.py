@@ -19,8 +19,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from drifting import EMA
-from drifting import checkpoint
+from drifting import EMA, checkpoint
 from drifting_image.data import SampleStream, load_dataset
 from drifting_image.mae import MAE_SIZES, build_mae, classification_weight
 from drifting_image.train import load_config

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from drifting_image.fid import (
-    default_inception_path, frechet_distance, inception_features, load_images, load_inception, main, statistics,
+    default_inception_path,
+    frechet_distance,
+    inception_features,
+    load_images,
+    load_inception,
+    main,
+    statistics,
 )
 
 

@@ -5,14 +5,24 @@ import torch
 
 from drifting_image.features import image_features, map_features
 from drifting_image.generator import (
-    GENERATOR_SIZES, build_generator, count_parameters, parameter_table, rotary_embedding,
+    GENERATOR_SIZES,
+    build_generator,
+    count_parameters,
+    parameter_table,
+    rotary_embedding,
     sincos_2d_position_embedding,
 )
-from drifting_image.mae import MAE_SIZES, build_mae, classification_weight, random_patch_mask
+from drifting_image.mae import (
+    MAE_SIZES,
+    build_mae,
+    classification_weight,
+    random_patch_mask,
+)
 
 
 def tiny_generator(**overrides):
-    kwargs = dict(input_size=8, in_channels=2, patch_size=2, hidden_size=32, depth=2, num_heads=2, num_classes=5)
+    kwargs = {"input_size": 8, "in_channels": 2, "patch_size": 2, "hidden_size": 32, "depth": 2, "num_heads": 2,
+              "num_classes": 5}
     return build_generator("T/2", **{**kwargs, **overrides})
 
 

@@ -10,12 +10,19 @@ import numpy as np
 import pytest
 import torch
 
-from drifting_image.data import ArrayDataset, SampleStream, load_dataset, load_mnist_5k, load_npz
-from drifting_image.sample import load_generator, main as sample_main
-from drifting_image.train import Trainer, TrainConfig
+from drifting_image.data import (
+    ArrayDataset,
+    SampleStream,
+    load_dataset,
+    load_mnist_5k,
+    load_npz,
+)
+from drifting_image.sample import load_generator
+from drifting_image.sample import main as sample_main
+from drifting_image.train import TrainConfig, Trainer
 from drifting_image.train_mae import MAETrainConfig, MAETrainer
 
-TINY_GENERATOR = dict(input_size=8, in_channels=1, patch_size=4, hidden_size=32, depth=2, num_heads=2)
+TINY_GENERATOR = {"input_size": 8, "in_channels": 1, "patch_size": 4, "hidden_size": 32, "depth": 2, "num_heads": 2}
 
 
 def two_class_npz(path, side=8, n=64):
@@ -30,12 +37,12 @@ def two_class_npz(path, side=8, n=64):
 
 
 def tiny_config(tmp_path, **overrides):
-    kwargs = dict(
-        data=two_class_npz(tmp_path / "data.npz"), num_classes=2, out_dir=str(tmp_path / "run"), generator="T/4",
-        generator_overrides=TINY_GENERATOR, classes_per_step=2, gen_per_class=8, pos_per_class=8,
-        unc_per_class=4, queue_per_class=16, queue_global=32, push_per_step=16, steps=4, lr=3e-3,
-        warmup_steps=1, log_every=1, save_every=2, sample_alphas=[1.0],
-    )
+    kwargs = {
+        "data": two_class_npz(tmp_path / "data.npz"), "num_classes": 2, "out_dir": str(tmp_path / "run"),
+        "generator": "T/4", "generator_overrides": TINY_GENERATOR, "classes_per_step": 2, "gen_per_class": 8,
+        "pos_per_class": 8, "unc_per_class": 4, "queue_per_class": 16, "queue_global": 32, "push_per_step": 16,
+        "steps": 4, "lr": 3e-3, "warmup_steps": 1, "log_every": 1, "save_every": 2, "sample_alphas": [1.0],
+    }
     return TrainConfig(**{**kwargs, **overrides})
 
 
@@ -55,7 +62,7 @@ def test_training_moves_samples_to_their_class(tmp_path):
     after = [class_gap(trainer, 0, 0.5), class_gap(trainer, 1, -0.5)]
     assert before == pytest.approx([0.25, 0.25], abs=1e-6)  # the output starts at exactly zero
     assert sum(after) / 2 < 0.05 and max(after) < 0.1, after  # the data's own spread gives 0.01
-    lines = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == 150 and all(np.isfinite(line["loss"]) for line in lines)
     early, late = np.mean([l["loss"] for l in lines[:10]]), np.mean([l["loss"] for l in lines[-10:]])
     assert late < early, (early, late)
@@ -82,7 +89,7 @@ def test_training_with_mae_features(tmp_path):
                              mae_overrides={"width": 4}, steps=3, batch_size=8, finetune_steps=2,
                              finetune_warmup=1, save_every=3)
     MAETrainer(mae_cfg).run()
-    mae_log = [json.loads(line) for line in open(tmp_path / "mae" / "metrics.jsonl")]
+    mae_log = [json.loads(line) for line in (tmp_path / "mae" / "metrics.jsonl").read_text().splitlines()]
     assert mae_log[-1]["lambda_cls"] == pytest.approx(0.1) and np.isfinite(mae_log[-1]["recon_loss"])
 
     cfg = tiny_config(tmp_path, data=data, generator_overrides={**TINY_GENERATOR, "input_size": 16},
@@ -184,5 +191,5 @@ def test_torchrun_two_cpu_processes_train_and_resume(tmp_path):
     ranks = [torch.load(tmp_path / "run" / f"rank_state_{r}.pt", weights_only=False) for r in (0, 1)]
     assert [r["step"] for r in ranks] == [4, 4]
     assert not torch.equal(ranks[0]["rng"], ranks[1]["rng"])  # independent class groups per rank
-    lines = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2, 3, 4] and all(np.isfinite(l["loss"]) for l in lines)
