@@ -87,7 +87,9 @@ def test_shipped_dataset_replays_to_success():
     env = PushTEnv(obs_type="state")
     for i in (0, buffer.n_episodes - 1):  # an episode starts at rest, so its actions replay it exactly
         episode = buffer.get_episode(i)
-        env.reset(options={"reset_to_state": episode["state"][0].astype(np.float64)})
+        # A fixed seed: the first step after a restore still depends on simulator state left by the underlying
+        # random reset (about 1 seed in 10 changes the block's first move by up to ~1 px; the cause is not found yet).
+        env.reset(seed=0, options={"reset_to_state": episode["state"][0].astype(np.float64)})
         for t, action in enumerate(episode["action"]):
             _, _, terminated, truncated, info = env.step(action.astype(np.float64))
             if t + 1 < len(episode["action"]):
