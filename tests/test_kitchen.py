@@ -1,13 +1,29 @@
-"""Franka Kitchen wrapper, data conversion and runner hooks (fast)."""
+"""Franka Kitchen wrapper, scripted expert, data conversion and runner hooks (fast; full expert episodes
+on many seeds are marked slow)."""
 
 import numpy as np
 import pytest
 
 from drifting_policy.data.replay_buffer import ReplayBuffer
-from envs.kitchen.env import ACTION_SCALE, N_QPOS, SUBTASKS, KitchenEnv, completed_in_state, phase_fractions
-from envs.kitchen.expert import run_episode
+from envs.kitchen.env import (
+    ACTION_SCALE,
+    N_QPOS,
+    SUBTASKS,
+    KitchenEnv,
+    completed_in_state,
+    phase_fractions,
+)
+from envs.kitchen.expert import (
+    ORDER_CONSTRAINTS,
+    KitchenExpert,
+    parse_subtasks,
+    run_episode,
+    sample_subtasks,
+)
 from envs.kitchen.generate import bet_arrays_to_replay_buffer, generate, main
 from envs.kitchen.runner import summarize
+
+EARLIER_FOUR = ("microwave", "kettle", "light switch", "slide cabinet")  # the earlier expert's subtask set
 
 
 @pytest.fixture(scope="module")
@@ -160,14 +176,70 @@ def test_generation_zarr_round_trip_and_determinism(tmp_path):
     assert len(summaries[0]["tasks"]) == 4
 
 
+def test_subtask_draws_cover_all_seven_in_allowed_orders():
+    draws = [sample_subtasks(np.random.default_rng([seed, 1])) for seed in range(300)]
+    assert all(len(set(tasks)) == 4 and set(tasks) <= set(SUBTASKS) for tasks in draws)
+    assert {task for tasks in draws for task in tasks} == set(SUBTASKS)
+    assert len({tuple(tasks) for tasks in draws}) > 150  # sets and orders vary
+    for first, then in ORDER_CONSTRAINTS:
+        both = [tasks for tasks in draws if first in tasks and then in tasks]
+        assert both and all(tasks.index(first) < tasks.index(then) for tasks in both)
+    assert sample_subtasks(np.random.default_rng([7, 1])) == draws[7]  # seeded
+    earlier = [sample_subtasks(np.random.default_rng(seed), 4, EARLIER_FOUR) for seed in range(300)]
+    assert all(sorted(tasks) == sorted(EARLIER_FOUR) for tasks in earlier)
+    assert len({tuple(tasks) for tasks in earlier}) == 24  # every order of the earlier set
+    with pytest.raises(ValueError, match="cannot draw 5"):
+        sample_subtasks(np.random.default_rng(0), 5, EARLIER_FOUR)
+
+
+def test_parse_subtasks():
+    assert parse_subtasks("kettle, top burner") == ("kettle", "top burner")
+    for bad in ("kettle,oven", ""):
+        with pytest.raises(ValueError, match="choose from"):
+            parse_subtasks(bad)
+
+
+@pytest.mark.parametrize("task, seed", [("bottom burner", 3), ("top burner", 4), ("hinge cabinet", 5)])
+def test_expert_does_a_new_subtask_alone(env, task, seed):
+    obs, info = env.reset(seed=seed)
+    expert = KitchenExpert(env, [task])
+    for _ in range(100):
+        obs, _, _, _, info = env.step(expert.act(obs))
+        if info["completed_subtasks"]:
+            break
+    assert info["completed_subtasks"] == [task]
+
+
 @pytest.mark.slow
 def test_expert_completes_four_subtasks_in_random_orders():
     env = KitchenEnv()
-    episodes = [run_episode(env, seed) for seed in range(200, 212)]
+    episodes = [run_episode(env, seed) for seed in range(200, 212)]  # 4 of all 7 subtasks
     n_completed = [len(episode["completed"]) for episode in episodes]
     assert sum(n == 4 for n in n_completed) >= 11, n_completed
     assert all(len(episode["action"]) <= 280 for episode in episodes)
-    assert len({tuple(episode["tasks"]) for episode in episodes}) >= 6  # the order varies
+    assert len({tuple(episode["tasks"]) for episode in episodes}) >= 10  # sets and orders vary
+    env.close()
+
+
+@pytest.mark.slow
+def test_expert_completes_the_burners_and_the_hinge_cabinet():
+    env = KitchenEnv()
+    tasks = ("bottom burner", "top burner", "hinge cabinet", "kettle")
+    episodes = [run_episode(env, seed, 4, tasks) for seed in range(300, 306)]
+    for episode in episodes:
+        assert sorted(episode["completed"]) == sorted(tasks), (episode["tasks"], episode["completed"])
+        assert len(episode["action"]) <= 280
+        assert episode["tasks"].index("top burner") < episode["tasks"].index("hinge cabinet")
+    assert len({tuple(episode["tasks"]) for episode in episodes}) >= 3
+    env.close()
+
+
+@pytest.mark.slow
+def test_expert_keeps_the_earlier_four_subtask_episodes():
+    env = KitchenEnv()
+    episodes = [run_episode(env, seed, 4, EARLIER_FOUR) for seed in range(400, 406)]
+    assert all(sorted(episode["completed"]) == sorted(EARLIER_FOUR) for episode in episodes)
+    assert all(len(episode["action"]) <= 280 for episode in episodes)
     env.close()
 
 

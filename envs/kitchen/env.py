@@ -30,7 +30,7 @@ Observation layouts:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import gymnasium_robotics
@@ -93,7 +93,7 @@ class KitchenEnv(gym.Env):
     are done.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 12}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 12}
 
     def __init__(self, obs_layout: str = "full", max_episode_steps: int = EPISODE_STEPS,
                  arm_noise: float = 0.1, object_noise: float = 0.03, kettle_noise: float = 0.02,

@@ -12,7 +12,7 @@ subtasks), ``{prefix}/first_{subtask}`` (share of episodes whose first completed
 from __future__ import annotations
 
 import collections
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
