@@ -21,6 +21,19 @@ from omegaconf import OmegaConf
 USAGE = __doc__
 
 
+def claim_new_dir(base: str) -> str:
+    """Create and return ``base``, or ``base_2``, ``base_3``, ... if taken: two runs started in the same second
+    must not share a directory (the second would resume the first's checkpoints)."""
+    for n in range(1, 1000):
+        path = base if n == 1 else f"{base}_{n}"
+        try:
+            os.makedirs(path)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{base}: 999 run directories of that name exist already")
+
+
 def train(overrides: list[str]) -> None:
     from drifting_policy.config import compose_train_config, load_config
     from drifting_policy.workspace import TrainWorkspace
@@ -39,7 +52,7 @@ def train(overrides: list[str]) -> None:
         if int(os.environ.get("WORLD_SIZE", 1)) > 1:
             raise ValueError("with several processes, name the run directory: run_dir=<dir> (every rank must agree)")
         stamp = time.strftime("%Y.%m.%d/%H.%M.%S")
-        cfg.run_dir = f"outputs/{stamp}_{choices.get('policy', 'policy')}_{choices.get('task', cfg.task.name)}"
+        cfg.run_dir = claim_new_dir(f"outputs/{stamp}_{choices.get('policy', 'policy')}_{choices.get('task', cfg.task.name)}")
     run_info = {key: choices[key] for key in ("task", "policy") if key in choices}
     TrainWorkspace(cfg, cfg.run_dir, run_info=run_info).run()
 

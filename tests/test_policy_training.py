@@ -420,6 +420,14 @@ def test_cli_train_resume_report_and_eval(config_dir, zarr_path, tmp_path, monke
     assert json.loads((run_dir / "eval" / "best" / "eval_log.json").read_text())["task"] == "tiny"
 
 
+def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
+    from drifting_policy.cli import claim_new_dir
+
+    base = str(tmp_path / "outputs" / "12.00.00_policy_task")
+    claimed = [claim_new_dir(base) for _ in range(3)]
+    assert claimed == [base, f"{base}_2", f"{base}_3"] and all(Path(p).is_dir() for p in claimed)
+
+
 LOWDIM_OR_IMAGE_POLICY = """
 _target_: drifting_policy.policies.DriftingPolicy
 config:
