@@ -68,6 +68,27 @@ def test_generator_is_deterministic_and_round_trips(tmp_path):
             np.testing.assert_array_equal(loaded[key], first[key])
 
 
+def test_perturbed_episode_records_the_experts_own_actions():
+    env = PushTEnv(obs_type="state")
+    clean = run_expert_episode(env, PushTExpert(), 1_000_005, record=True)
+    shoved = run_expert_episode(env, PushTExpert(), 1_000_005, record=True, perturb=40.0)
+    assert shoved.success
+    n = min(clean.length, shoved.length)
+    assert not np.allclose(clean.data["state"][:n], shoved.data["state"][:n])  # the shoves changed the path
+    # Fed the recorded states in order, a fresh expert gives exactly the recorded actions: they are its own, not
+    # the shoved targets the env executed.
+    expert = PushTExpert()
+    expert.reset(1_000_005)
+    states = shoved.data["state"].astype(np.float64)
+    # The recorded angle is wrapped to [0, 2pi); the expert reads angles modulo 2pi.
+    actions = np.stack([expert.act(state) for state in states])
+    np.testing.assert_allclose(actions, shoved.data["action"], atol=1e-3)
+    # ... and those actions alone do not replay the episode.
+    env.reset(seed=0, options={"reset_to_state": states[0]})
+    replayed = [env.step(action)[4]["state"] for action in shoved.data["action"].astype(np.float64)]
+    assert np.abs(np.array(replayed)[:-1, :2] - states[1:, :2]).max() > 5.0
+
+
 def test_generated_images_are_renders_of_the_states():
     buffer, _ = generate(1, seed=3, images=True, show_progress=False)
     assert buffer["img"].shape == (buffer.n_steps, 96, 96, 3) and buffer["img"].dtype == np.uint8

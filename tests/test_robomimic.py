@@ -166,3 +166,39 @@ def test_task_configs_build_the_dataset_from_generated_hdf5(tmp_path):
     dataset = hydra.utils.instantiate(OmegaConf.merge({"task": cfg}).task.dataset)
     batch = dataset[0]
     assert batch["obs"].shape == (16, cfg.obs_dim) and batch["action"].shape == (16, cfg.action_dim)
+
+
+class ReplayPolicy:
+    """Replays one demonstration's actions in the first env of the batch and holds still (zero deltas) in the
+    others: the runner must score the first episode 1 and the rest 0."""
+
+    def __init__(self, actions: np.ndarray, n_action_steps: int):
+        self.actions, self.n_action_steps, self.t = actions, n_action_steps, 0
+
+    def reset(self):
+        self.t = 0
+
+    def predict_action(self, obs_dict):
+        import torch
+
+        batch = obs_dict["obs"].shape[0]
+        chunk = np.zeros((batch, self.n_action_steps, self.actions.shape[1]), dtype=np.float32)
+        replay = self.actions[self.t: self.t + self.n_action_steps]
+        chunk[0, : len(replay)] = replay
+        self.t += self.n_action_steps
+        return {"action": torch.from_numpy(chunk)}
+
+
+def test_async_runner_replays_a_demonstration_to_success_and_writes_videos(tmp_path):
+    from envs.robomimic.runner import RobomimicRunner
+
+    path = generate("lift", episodes=1, seed=0, out=tmp_path / "lift.hdf5")
+    reader = RobomimicReader(path)
+    actions = reader.get_demo(reader.demo_names()[0])["actions"]
+    # Two worker processes with offscreen rendering: forked workers used to hang creating their EGL context.
+    runner = RobomimicRunner(path, n_train=1, n_train_vis=1, n_test=1, n_test_vis=1, n_envs=2, n_action_steps=8,
+                             output_dir=tmp_path / "run", show_progress=False)
+    log = runner.run(ReplayPolicy(actions, n_action_steps=8))
+    runner.close()
+    assert log["train/mean_score"] == 1.0 and log["test/mean_score"] == 0.0
+    assert sorted(p.name for p in (tmp_path / "run" / "media").iterdir()) == ["test_100000.mp4", "train_0.mp4"]

@@ -102,6 +102,7 @@ class VectorEnvRunner:
         fps: int = 10,
         show_progress: bool = True,
         summarize: Callable[[list[str], list[dict]], dict] | None = None,
+        start_method: str | None = None,
     ):
         if vectorization not in ("async", "sync"):
             raise ValueError(f"VectorEnvRunner: vectorization must be 'async' or 'sync', got {vectorization!r}")
@@ -121,7 +122,7 @@ class VectorEnvRunner:
         self.summarize = summarize
         fns = [functools.partial(_wrapped_env, env_fn, n_obs_steps, n_action_steps, fps)] * self.n_envs
         if vectorization == "async":
-            self.env = AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.NEXT_STEP)
+            self.env = AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.NEXT_STEP, context=start_method)
         else:
             self.env = SyncVectorEnv(fns, autoreset_mode=AutoresetMode.NEXT_STEP)
 

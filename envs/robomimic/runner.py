@@ -138,6 +138,9 @@ class RobomimicRunner(VectorEnvRunner):
         video_format: str = "mp4",
         output_dir: str | Path | None = None,
         show_progress: bool = True,
+        # Workers forked from a process that has imported robosuite hang creating their EGL render context;
+        # forkserver workers start from a clean process.
+        start_method: str | None = "forkserver",
     ):
         reader = RobomimicReader(dataset_path)
         train_states = dataset_initial_states(reader, n_train) if n_train > 0 else []
@@ -157,4 +160,5 @@ class RobomimicRunner(VectorEnvRunner):
             video_format=video_format,
             fps=fps,
             show_progress=show_progress,
+            start_method=start_method,
         )
