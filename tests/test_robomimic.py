@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from drifting_policy.data.robomimic_hdf5 import RobomimicReader
 from envs.robomimic.env import (
@@ -179,8 +180,6 @@ class ReplayPolicy:
         self.t = 0
 
     def predict_action(self, obs_dict):
-        import torch
-
         batch = obs_dict["obs"].shape[0]
         chunk = np.zeros((batch, self.n_action_steps, self.actions.shape[1]), dtype=np.float32)
         replay = self.actions[self.t: self.t + self.n_action_steps]
