@@ -10,10 +10,16 @@ Shapes are batched over *groups*. A group is one set of samples that interact wi
 The targets of every generated sample are ``[generated (stop-gradient), extra negatives, positives]``.
 With the default options the numerics are those of the authors' released ``drift_loss.py``
 (see ``shared/reference/official-numerics.md``); the keyword options reach the paper's variants.
+One deliberate difference: the kernel is computed in the log domain and the force is rescaled by the call's
+largest coefficient before the drift normalization, which leaves the normalized drift unchanged but keeps it
+from underflowing to zero when every positive is far away relative to the temperature (the released code's
+drift then falls under its 1e-8 normalization floor and training stalls; measured on a robot policy).
+The 1e-8 floor therefore applies to the rescaled drift: it only decides how a drift that cancels is handled.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence
 
 import torch
@@ -54,15 +60,21 @@ def _check_inputs(gen, pos, neg, weight_gen, weight_pos, weight_neg, temperature
         raise ValueError(f"temperatures must be a non-empty sequence of positive numbers; got {temperatures!r}")
 
 
-def _affinity(logits: torch.Tensor, kernel_norm: str, affinity_floor: float) -> torch.Tensor:
-    """Kernel weights from logits [B, G, T]; ``affinity_floor`` bounds the *squared* affinity from below."""
+def _log_affinity(logits: torch.Tensor, kernel_norm: str, affinity_floor: float) -> torch.Tensor:
+    """Log kernel weights from logits [B, G, T]; ``affinity_floor`` bounds the *squared* affinity from below.
+
+    Computed in the log domain: a generated cluster far from its only positive has affinities far below
+    float32's range at small temperatures, and they must still be compared with each other (see ``_drift``).
+    """
     if kernel_norm == "both":  # softmax over targets and over generated samples, geometric mean (paper Alg. 2)
-        squared = logits.softmax(dim=-1) * logits.softmax(dim=-2)
+        log_squared = logits.log_softmax(dim=-1) + logits.log_softmax(dim=-2)
     elif kernel_norm == "row":  # softmax over targets only
-        squared = logits.softmax(dim=-1).square()
+        log_squared = 2.0 * logits.log_softmax(dim=-1)
     else:  # unnormalized kernel exp(-d / tau)
-        squared = (2.0 * logits).exp()
-    return squared.clamp_min(affinity_floor).sqrt() if affinity_floor > 0 else squared.sqrt()
+        log_squared = 2.0 * logits
+    if affinity_floor > 0:
+        log_squared = log_squared.clamp_min(math.log(affinity_floor))
+    return 0.5 * log_squared
 
 
 @torch.no_grad()
@@ -114,20 +126,29 @@ def _drift(
         dist_normed[:, :, :G].diagonal(dim1=1, dim2=2).add_(self_mask)
     info = {"scale": scale}
     force_sum = torch.zeros_like(gen)
+    log_weights = weights.log()[:, None, :]  # zero weights become -inf: no affinity
     for tau in temperatures:
-        affinity = _affinity(dist_normed * (-1.0 / tau), kernel_norm, affinity_floor) * weights[:, None, :]
+        log_affinity = _log_affinity(dist_normed * (-1.0 / tau), kernel_norm, affinity_floor) + log_weights
         # Cross-weighting (paper Alg. 2): each positive is weighted by the total negative affinity and vice versa,
         # so with attraction == repulsion the coefficients sum to zero and V vanishes when p == q.
-        sum_neg = affinity[:, :, : G + U].sum(-1, keepdim=True)
-        sum_pos = affinity[:, :, G + U :].sum(-1, keepdim=True)
-        factor = torch.cat([(-repulsion * sum_pos).expand(-1, -1, G + U),
-                            (attraction * sum_neg).expand(-1, -1, affinity.shape[2] - G - U)], dim=2)
-        coeff = affinity * factor
+        log_neg, log_pos = log_affinity[:, :, : G + U], log_affinity[:, :, G + U :]
+        log_coeff = torch.cat([log_neg + log_pos.logsumexp(-1, keepdim=True),
+                               log_pos + log_neg.logsumexp(-1, keepdim=True)], dim=2)
+        # The force is a sum of coefficient x displacement, so it scales with exp(shift). Exponentiating
+        # relative to the call's largest coefficient keeps a far-away positive's pull from underflowing to an
+        # exact zero (then the loss and its gradient vanish for good); the drift normalization is unaffected.
+        shift = log_coeff.amax()
+        shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+        sign = torch.cat([gen.new_full((G + U,), -repulsion), gen.new_full((log_pos.shape[2],), attraction)])
+        coeff = (log_coeff - shift).exp() * sign
         # The force in input units (targets are not rescaled: dividing the [B, G, S] result is cheaper).
         force = torch.baddbmm(coeff.sum(-1, keepdim=True) * -gen, coeff, targets)
         sq_norm = force.square().mean() / coord_scale**2  # in normalized coordinates, over the whole call
-        info[f"drift_sq_norm_{tau:g}"] = sq_norm
-        force_sum += force / (coord_scale * sq_norm.clamp_min(1e-8).sqrt()) if normalize_drift else force / coord_scale
+        info[f"drift_sq_norm_{tau:g}"] = sq_norm * (2.0 * shift).exp()  # without the shift
+        if normalize_drift:  # the 1e-8 floor applies as if the call's largest coefficient were 1
+            force_sum += force / (coord_scale * sq_norm.clamp_min(1e-8).sqrt())
+        else:
+            force_sum += force * shift.exp() / coord_scale
     return coord_scale, force_sum, info
 
 
@@ -181,7 +202,7 @@ def drift_loss(
 
     Returns ``loss [B]`` (float32; mean over generated samples and feature dims of each group row) and an info
     dict with the call's feature ``scale`` and, per temperature, ``drift_sq_norm_<tau>``: the mean squared drift
-    before drift normalization.
+    before drift normalization (it may underflow to 0 where the normalized drift does not).
 
     Options (defaults = the released code):
       kernel_norm         'both' (softmax over targets and generated samples), 'row' (targets only), 'none' (Table 11)

@@ -432,7 +432,8 @@ class TrainWorkspace:
             # ---- end of epoch: Diffusion Policy's order and cadence (epoch 0 included)
             step_log["train_loss"] = float(np.mean(train_losses))
             # DP's cadence, plus the last epoch, so every run ends with the final policy's score.
-            rollout_due = self.epoch % train.rollout_every == 0 or self.epoch == train.num_epochs - 1
+            rollout_due = (self.epoch % train.rollout_every == 0 or self.epoch == train.num_epochs - 1) and (
+                self.epoch >= train.rollout_from_epoch)
             if self.dist.is_main:
                 if rollout_due:
                     step_log.update(self.rollout())

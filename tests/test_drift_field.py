@@ -114,6 +114,20 @@ def test_self_mask_removes_self_interaction():
     assert (unmasked - v).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("tau", [0.02, 0.05, 0.2])
+def test_a_collapsed_cluster_is_still_pulled_to_its_only_far_positive(tau):
+    """Eight generated samples collapsed together, one positive far away (a policy's chunks for one
+    observation, the demonstration elsewhere): its affinity is ~exp(-9 / tau), far below float32's range,
+    yet the normalized drift must point at the positive with full strength, or training stalls for good."""
+    gen = randn(1, 8, 6, seed=0) * 1e-3
+    pos = torch.full((1, 1, 6), 10.0)
+    v = drift_field(gen, pos, temperatures=(tau,), affinity_floor=0.0)
+    toward = torch.nn.functional.cosine_similarity(v[0], pos[0] - gen[0], dim=-1)
+    assert toward.min() > 0.99
+    loss, _ = drift_loss(gen, pos, temperatures=(tau,), affinity_floor=0.0)
+    assert loss.item() > 0.5  # the normalized drift's mean square over the feature dims is 1
+
+
 def test_unit_weights_equal_no_weights():
     gen, pos, neg = randn(3, 8, 4, seed=0), randn(3, 6, 4, seed=1), randn(3, 2, 4, seed=2)
     loss, _ = drift_loss(gen, pos, neg)

@@ -399,6 +399,12 @@ def test_report_arithmetic(tmp_path, capsys):
     assert "0.750 ± 0.150" in out and "0.560 ± 0.040" in out
 
 
+def test_rollouts_can_start_at_a_later_epoch(config_dir, zarr_path, tmp_path):
+    records = train(config_dir, zarr_path, tmp_path / "run", *FAST, "training.num_epochs=4",
+                    "training.max_train_steps=2", "training.rollout_every=2", "training.rollout_from_epoch=1")
+    assert [r["epoch"] for r in records if "test/mean_score" in r] == [2, 3]  # not epoch 0; the last one always
+
+
 # ---------------------------------------------------------------------------------------------- the command line
 def test_cli_train_resume_report_and_eval(config_dir, zarr_path, tmp_path, monkeypatch, capsys):
     from drifting_policy import cli, config
