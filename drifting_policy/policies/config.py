@@ -124,8 +124,9 @@ class DriftingPolicyConfig(PolicyConfig):
     generated chunks are not drowned by the others. The defaults (G = 8, per observation, ``affinity_floor=0``)
     are measured on the bimodal task (``python -m drifting_policy.synthetic --floor-sweep``): over the batch,
     the floor pulls every chunk to the modes' mean and no floor collapses onto one mode; per observation
-    with no floor both modes are kept at G = 8, but at G = 16 the far demonstration's affinity underflows to
-    exactly 0 in float32 and the loss and its gradient vanish.
+    with no floor both modes are kept at G = 8; at G = 16 the far demonstration's affinity underflowed to exactly
+    0 in float32 and training stalled, which the core's log-domain kernel has fixed since (G = 16 and 32 are not
+    re-measured yet).
     """
 
     type: ClassVar[str] = "drifting"
