@@ -45,7 +45,7 @@ def test_pusht_cpu_experiment_gives_both_methods_the_same_budget(policy_name, po
 
     cfg, choices = compose_train_config(["task=pusht_lowdim", f"policy={policy_name}", "experiment=pusht_cpu"])
     assert choices["experiment"] == "pusht_cpu"
-    assert (cfg.training.num_epochs, cfg.dataloader.batch_size, cfg.optimizer.lr) == (8, 64, 1e-3)
+    assert (cfg.training.num_epochs, cfg.dataloader.batch_size, cfg.optimizer.lr) == (7, 64, 1e-3)
     assert cfg.task.dataset.max_train_episodes is None and cfg.task.env_runner.n_test == 50
     policy = instantiate(cfg.policy)
     assert type(policy) is policy_class and policy.config.down_dims == (32, 64, 128)
