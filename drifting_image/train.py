@@ -60,6 +60,7 @@ class TrainConfig:
     mae_checkpoint: str | None = None
     feature_patch_sizes: list[int] = field(default_factory=lambda: [2, 4])
     feature_every_k_block: int = 2
+    feature_max_locations: int | None = None  # drop feature keys with more locations (CPU budgets); None: all
 
     # Drifting loss (per rank): N_c labels, G generated, P positives, U unconditional negatives per label.
     classes_per_step: int = 10
@@ -85,6 +86,7 @@ class TrainConfig:
     warmup_steps: int = 100
     grad_clip: float = 2.0
     ema_decay: float = 0.999
+    ema_power: float | None = None  # Diffusion Policy's EMA warm-up (e.g. 0.75) for short runs; None: constant
 
     # Bookkeeping.
     log_every: int = 10
@@ -144,7 +146,8 @@ def drifting_loss(
     style = generator.draw_style(Nc * G, rng=rng)
 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    feature_options = {"patch_sizes": tuple(cfg.feature_patch_sizes), "every_k_block": cfg.feature_every_k_block}
+    feature_options = {"patch_sizes": tuple(cfg.feature_patch_sizes), "every_k_block": cfg.feature_every_k_block,
+                       "max_locations": cfg.feature_max_locations}
     with autocast:
         with torch.no_grad():
             real = grouped(image_features(reals.flatten(0, 1).to(device), encoder, **feature_options), Nc)
@@ -196,7 +199,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.generator = build_generator(cfg.generator, num_classes=cfg.num_classes,
                                          **cfg.generator_overrides).to(self.device)
-        self.ema = EMA(self.generator, cfg.ema_decay)
+        self.ema = EMA(self.generator, cfg.ema_decay, power=cfg.ema_power)
         self.model = self.generator
         if self.world > 1:
             self.model = DistributedDataParallel(self.generator, device_ids=[self.device.index] if

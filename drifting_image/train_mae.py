@@ -42,6 +42,7 @@ class MAETrainConfig:
     warmup_steps: int = 200
     grad_clip: float = 2.0
     ema_decay: float = 0.9995
+    ema_power: float | None = None  # Diffusion Policy's EMA warm-up (e.g. 0.75) for short runs; None: constant
     finetune_steps: int = 0
     finetune_warmup: int = 1000
     finetune_lambda: float = 0.1
@@ -58,7 +59,7 @@ class MAETrainer:
         torch.manual_seed(cfg.seed)
         self.mae = build_mae(cfg.mae, num_classes=cfg.num_classes, **cfg.mae_overrides).to(self.device)
         self.mae_kwargs = {**vars(MAE_SIZES[cfg.mae]), "num_classes": cfg.num_classes, **cfg.mae_overrides}
-        self.ema = EMA(self.mae, cfg.ema_decay)
+        self.ema = EMA(self.mae, cfg.ema_decay, power=cfg.ema_power)
         self.optimizer = torch.optim.AdamW(self.mae.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
                                            weight_decay=cfg.weight_decay)
         self.stream = SampleStream(load_dataset(cfg.data), seed=cfg.seed + 1)

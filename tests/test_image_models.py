@@ -165,3 +165,23 @@ def test_patch_statistics_match_a_direct_computation():
     assert torch.allclose(feats["f_mean_2"][:, 0], top_left.mean(-1))
     assert torch.allclose(feats["f_std_2"][:, 0], (top_left.var(-1, unbiased=False) + 1e-6).sqrt())
     assert torch.allclose(feats["f"][:, 5], fmap[:, :, 1, 1])  # row-major locations
+
+
+def test_max_locations_drops_only_the_keys_with_more_locations():
+    mae = build_mae("tiny", width=4).requires_grad_(False)
+    x = torch.randn(2, 1, 32, 32)
+    every = image_features(x, mae, every_k_block=0)
+    capped = image_features(x, mae, every_k_block=0, max_locations=64)
+    assert list(capped) == [k for k, v in every.items() if v.shape[1] <= 64]  # same order, nothing recomputed
+    assert "conv1" not in capped and "conv1_mean_2" not in capped and "conv1_mean_4" in capped
+    assert "layer3" in capped and "layer2" not in capped
+    for key, value in capped.items():
+        assert torch.equal(value, every[key]), key
+
+
+def test_std_features_match_the_biased_variance():
+    fmap = torch.randn(2, 3, 8, 8) * 5 + 2
+    feats = map_features("f", fmap, patch_sizes=(4,))
+    assert torch.allclose(feats["f_std"][:, 0], (fmap.var(dim=(2, 3), unbiased=False) + 1e-6).sqrt(), atol=1e-5)
+    cell = fmap[:, :, 4:, :4].reshape(2, 3, 16)  # bottom-left 4x4 cell = location 2 in row-major order
+    assert torch.allclose(feats["f_std_4"][:, 2], (cell.var(-1, unbiased=False) + 1e-6).sqrt(), atol=1e-5)

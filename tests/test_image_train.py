@@ -69,6 +69,21 @@ def test_training_moves_samples_to_their_class(tmp_path):
     assert (tmp_path / "run" / "samples_0000150.png").is_file()
 
 
+def test_ema_warm_up_follows_a_short_run(tmp_path):
+    """With ema_power the first update copies the weights and later ones forget fast (Diffusion Policy's warm-up);
+    a constant decay keeps the average near the zero-initialized start, which is what the sample grids of short
+    CPU runs showed."""
+    def ema_gap(steps, **overrides):
+        trainer = Trainer(tiny_config(tmp_path / f"{steps}{overrides}", steps=steps, ema_decay=0.999, **overrides))
+        trainer.run()
+        pairs = zip(trainer.ema.model.parameters(), trainer.generator.parameters())
+        return max((e - p).abs().max().item() for e, p in pairs)
+
+    assert ema_gap(1, ema_power=0.75) == 0.0 < ema_gap(1)
+    constant, warm = ema_gap(10), ema_gap(10, ema_power=0.75)
+    assert warm < 0.5 * constant, (warm, constant)
+
+
 def test_resume_continues_exactly(tmp_path):
     straight = Trainer(tiny_config(tmp_path / "a", steps=4))
     straight.run()
