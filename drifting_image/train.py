@@ -61,6 +61,10 @@ class TrainConfig:
     feature_patch_sizes: list[int] = field(default_factory=lambda: [2, 4])
     feature_every_k_block: int = 2
     feature_max_locations: int | None = None  # drop feature keys with more locations (CPU budgets); None: all
+    # Steps of the vanilla loss alone before the encoder's features join: the zero-initialized generator starts at
+    # an all-zero image, where the encoder's first GroupNorm sees no variance and its huge Jacobian turns the
+    # feature drift into stripe patterns (seen on MNIST); a short warm-up moves the samples off that point.
+    feature_warmup_steps: int = 0
 
     # Drifting loss (per rank): N_c labels, G generated, P positives, U unconditional negatives per label.
     classes_per_step: int = 10
@@ -278,7 +282,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
-        loss, info, samples = drifting_loss(cfg, self.model, self.encoder, self.queue, self.rng, self.device)
+        encoder = self.encoder if self.step >= cfg.feature_warmup_steps else None
+        loss, info, samples = drifting_loss(cfg, self.model, encoder, self.queue, self.rng, self.device)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.generator.parameters(), cfg.grad_clip)

@@ -116,6 +116,14 @@ def test_training_with_mae_features(tmp_path):
     assert "layer3_blk6_std_2/loss" in metrics and "norm_x/scale" in metrics
     assert all(p.grad is None for p in trainer.encoder.parameters())
 
+    # feature_warmup_steps: the vanilla loss alone first, then every feature key.
+    warm = Trainer(tiny_config(tmp_path / "warm", data=data, generator_overrides={**TINY_GENERATOR, "input_size": 16},
+                               mae_checkpoint=str(tmp_path / "mae" / "checkpoint.pt"), feature_warmup_steps=1))
+    warm.fill_queue()
+    first, second = warm.train_step(), warm.train_step()
+    assert "global/loss" in first and not any(key.startswith("norm_x") for key in first)
+    assert "layer3_blk6_std_2/loss" in second and "global/loss" in second
+
 
 def test_mae_pretraining_resumes_exactly(tmp_path):
     data = two_class_npz(tmp_path / "data16.npz", side=16)
