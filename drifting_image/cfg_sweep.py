@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,11 +37,15 @@ from drifting_image.vae import load_vae
 def fid_by_alpha(
     generator: DriftingDiT, alphas: list[float], num: int, reference: tuple[np.ndarray, np.ndarray], inception, *,
     vae=None, seed: int = 0, batch_size: int = 64, device: torch.device | str = "cpu",
+    on_samples: Callable[[float, np.ndarray, torch.Tensor], None] | None = None,
 ) -> list[dict[str, float]]:
-    """One row {'alpha', 'fid'} per CFG scale: FID of ``num`` samples against the reference (mu, sigma)."""
+    """One row {'alpha', 'fid'} per CFG scale: FID of ``num`` samples against the reference (mu, sigma).
+    ``on_samples(alpha, images, labels)``, if given, sees each alpha's samples (e.g. to save them)."""
     rows = []
     for alpha in tqdm(alphas, desc="CFG sweep", unit="alpha"):
-        images, _ = sample_images(generator, num, alpha, vae=vae, seed=seed, device=device)
+        images, labels = sample_images(generator, num, alpha, vae=vae, seed=seed, device=device)
+        if on_samples is not None:
+            on_samples(alpha, images, labels)
         features = inception_features(images, inception, batch_size=batch_size, device=device)
         rows.append({"alpha": alpha, "fid": frechet_distance(*statistics(features), *reference)})
     return rows

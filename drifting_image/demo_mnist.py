@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from drifting import checkpoint
-from drifting_image.cfg_sweep import write_table
+from drifting_image.cfg_sweep import fid_by_alpha, write_table
 from drifting_image.data import load_mnist_5k
 from drifting_image.fid import (
     frechet_distance,
@@ -40,7 +40,7 @@ from drifting_image.fid import (
     load_inception,
     statistics,
 )
-from drifting_image.sample import load_generator, sample_images, save_grid, to_uint8
+from drifting_image.sample import load_generator, save_grid, to_uint8
 from drifting_image.train import Trainer, load_config
 from drifting_image.train_mae import MAETrainConfig, MAETrainer
 
@@ -122,21 +122,23 @@ class Demo:
                                               "fid": real_fid}) + "\n")
 
     def sweep(self) -> None:
-        """Samples, a grid and the FID for every alpha; the table as in ``drifting_image.cfg_sweep``."""
+        """Samples, a grid and the FID for every alpha (``cfg_sweep.fid_by_alpha``); the table as in ``cfg_sweep``."""
         generator = load_generator(self.out / "generator" / "checkpoint.pt")
         with np.load(self.reference_path) as data:
             reference = data["mu"], data["sigma"]
         samples_dir = self.out / "samples"
         samples_dir.mkdir(parents=True, exist_ok=True)
-        rows = []
-        for alpha in self.args.alphas:
-            images, labels = sample_images(generator, self.args.num, alpha, seed=self.cfg.seed, device=self.device)
+
+        def save(alpha: float, images: np.ndarray, labels: torch.Tensor) -> None:
             np.savez(samples_dir / f"alpha{alpha:g}.npz", arr_0=images, arr_1=labels.numpy())
             # Labels go 0, 1, ..., 9, 0, 1, ...: ten images per row put each class in its own column.
             save_grid(images[:10 * generator.num_classes], samples_dir / f"alpha{alpha:g}.png",
                       ncol=generator.num_classes)
-            rows.append({"alpha": alpha, "fid": frechet_distance(*statistics(self.features(images)), *reference)})
-            print(f"  alpha {alpha:g}: FID {rows[-1]['fid']:.2f}")
+
+        rows = fid_by_alpha(generator, self.args.alphas, self.args.num, reference, self.inception(),
+                            seed=self.cfg.seed, batch_size=self.args.batch_size, device=self.device, on_samples=save)
+        for row in rows:
+            print(f"  alpha {row['alpha']:g}: FID {row['fid']:.2f}")
         write_table(rows, self.sweep_dir, title=f"MNIST demo, {self.args.num} samples per alpha")
 
     def run(self) -> None:
