@@ -1,5 +1,5 @@
-"""pusht_image end to end (slow): expert demonstrations with rendered images -> the real task and policy configs ->
-training, a rollout on the image env, checkpoints and videos -> ``drifting-policy eval`` of the export."""
+"""Image tasks end to end (slow): expert demonstrations with rendered images -> the real task and policy configs ->
+training, rollouts on the image env, checkpoints and videos -> ``drifting-policy eval`` of the export."""
 import json
 import math
 
@@ -10,17 +10,31 @@ from drifting_policy.json_log import read_json_log
 pytestmark = pytest.mark.slow
 
 
-def test_pusht_image_trains_evaluates_and_exports(tmp_path, monkeypatch):
-    from drifting_policy import cli
+def pusht_image_data(tmp_path):
     from envs.pusht.generate import generate
 
     buffer, summary = generate(3, seed=0, images=True, show_progress=False)
     assert summary["episodes"] == 3 and buffer["img"].shape[1:] == (96, 96, 3)
-    zarr_path = buffer.save_to_path(tmp_path / "pusht_image.zarr.zip")
+    path = buffer.save_to_path(tmp_path / "pusht_image.zarr.zip")
+    return [f"task.zarr_path={path}"], {"image": [3, 96, 96]}
+
+
+def lift_image_data(tmp_path):
+    from envs.robomimic.generate import generate
+
+    path = generate("lift", episodes=3, seed=0, out=tmp_path / "lift_image.hdf5", images=True)
+    return [f"task.dataset_path={path}"], {"agentview_image": [3, 84, 84], "robot0_eye_in_hand_image": [3, 84, 84]}
+
+
+@pytest.mark.parametrize("task, make_data", [("pusht_image", pusht_image_data), ("lift_image", lift_image_data)])
+def test_image_task_trains_evaluates_and_exports(task, make_data, tmp_path, monkeypatch):
+    from drifting_policy import cli
+
+    data_overrides, image_shapes = make_data(tmp_path)
     run_dir = tmp_path / "run"
     monkeypatch.chdir(tmp_path)
     cli.main([
-        "train", "task=pusht_image", "policy=drifting_unet_image", f"task.zarr_path={zarr_path}", f"run_dir={run_dir}",
+        "train", f"task={task}", "policy=drifting_unet_image", *data_overrides, f"run_dir={run_dir}",
         "policy.config.down_dims=[32,64,128]", "policy.config.n_generated=4", "task.dataset.val_ratio=0.34",
         "task.env_runner.n_train=1", "task.env_runner.n_train_vis=1", "task.env_runner.n_test=2",
         "task.env_runner.n_test_vis=1", "task.env_runner.n_envs=3",
@@ -40,7 +54,8 @@ def test_pusht_image_trains_evaluates_and_exports(tmp_path, monkeypatch):
     assert (run_dir / "plots" / "training_curves.png").exists()
 
     export = run_dir / "pretrained" / "last"
-    assert json.loads((export / "config.json").read_text())["shape_meta"]["obs"]["image"]["shape"] == [3, 96, 96]
+    exported_obs = json.loads((export / "config.json").read_text())["shape_meta"]["obs"]
+    assert {key: exported_obs[key]["shape"] for key in image_shapes} == image_shapes
     cli.main(["eval", f"checkpoint={export}", "n_test=1", "n_train=0", "n_envs=1", f"output_dir={tmp_path / 'eval'}"])
     eval_log = json.loads((tmp_path / "eval" / "eval_log.json").read_text())
     assert 0.0 <= eval_log["test/mean_score"] <= 1.0
