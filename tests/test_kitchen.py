@@ -21,7 +21,7 @@ from envs.kitchen.expert import (
     sample_subtasks,
 )
 from envs.kitchen.generate import bet_arrays_to_replay_buffer, generate, main
-from envs.kitchen.runner import summarize
+from envs.kitchen.runner import distinct_orders, summarize
 
 EARLIER_FOUR = ("microwave", "kettle", "light switch", "slide cabinet")  # the earlier expert's subtask set
 
@@ -136,6 +136,8 @@ def test_phase_fractions_and_runner_summary():
     assert log["test/mean_score"] == pytest.approx(1 / 7)
     assert log["train/p_1"] == 1.0 and log["train/first_microwave"] == 1.0
     assert log["test/orders"] == ["kettle>microwave", ""] and log["test/first_kettle"] == 0.5
+    assert log["test/n_orders"] == 1 and log["train/n_orders"] == 0  # one subtask is not an order
+    assert distinct_orders(["a>b", "b>a", "a>b", "c", ""]) == {"a>b": 2, "b>a": 1}
 
 
 def test_bet_arrays_round_trip(tmp_path):

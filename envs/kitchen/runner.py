@@ -5,7 +5,9 @@ The generic runner scores an episode by its maximum reward; ``KitchenEnv``'s rew
 DP's "train" initial states, and the reduction of each episode's final ``info`` to DP's Kitchen log entries:
 ``{prefix}/mean_score``, ``{prefix}/p_{n}`` for n = 1..7 (fraction of episodes completing at least n
 subtasks), ``{prefix}/first_{subtask}`` (share of episodes whose first completed subtask it is) and
-``{prefix}/orders`` (per episode, in episode order, its completed subtasks joined by ">").
+``{prefix}/orders`` (per episode, in episode order, its completed subtasks joined by ">") and
+``{prefix}/n_orders`` (how many different orders of at least two subtasks the episodes completed: more than one
+means the policy keeps several of the demonstrations' orders).
 ``summarize(prefixes, final_infos)`` has the same signature as BlockPush's.
 """
 
@@ -40,6 +42,7 @@ def summarize(prefixes: Sequence[str], final_infos: Sequence[dict]) -> dict:
     log: dict = {}
     for prefix, episodes in groups.items():
         log[f"{prefix}/orders"] = [">".join(completed) for completed in episodes]
+        log[f"{prefix}/n_orders"] = len(distinct_orders(log[f"{prefix}/orders"]))
         n_completed = np.array([len(c) for c in episodes])
         log[f"{prefix}/mean_score"] = float(np.mean(n_completed) / len(SUBTASKS))
         for n, fraction in phase_fractions(n_completed).items():
@@ -47,3 +50,34 @@ def summarize(prefixes: Sequence[str], final_infos: Sequence[dict]) -> dict:
         for task in SUBTASKS:
             log[f"{prefix}/first_{task.replace(' ', '_')}"] = float(np.mean([c[:1] == [task] for c in episodes]))
     return log
+
+
+def distinct_orders(orders: Sequence[str], min_subtasks: int = 2) -> collections.Counter:
+    """How often each logged order (subtasks joined by ">") of at least ``min_subtasks`` subtasks occurs."""
+    return collections.Counter(order for order in orders if order and order.count(">") + 1 >= min_subtasks)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m envs.kitchen.runner <run_dir> [--prefix test]``: the orders of the run's last evaluation."""
+    import argparse
+
+    from drifting_policy.json_log import read_json_log
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("run_dir")
+    parser.add_argument("--prefix", default="test")
+    args = parser.parse_args(argv)
+    key = f"{args.prefix}/orders"
+    records = [r for r in read_json_log(f"{args.run_dir}/logs.json.txt") if key in r]
+    if not records:
+        raise SystemExit(f"{args.run_dir}/logs.json.txt has no {key!r} entries (no Kitchen evaluation logged yet)")
+    last = records[-1]
+    orders = distinct_orders(last[key])
+    print(f"epoch {last['epoch']}: {len(last[key])} {args.prefix} episodes, {len(orders)} different orders of >= 2 "
+          f"subtasks")
+    for order, count in orders.most_common():
+        print(f"  {count:3d}  {order.replace('>', ' -> ')}")
+
+
+if __name__ == "__main__":
+    main()
