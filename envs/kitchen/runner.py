@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -58,23 +59,21 @@ def distinct_orders(orders: Sequence[str], min_subtasks: int = 2) -> collections
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m envs.kitchen.runner <run_dir> [--prefix test]``: the orders of the run's last evaluation."""
+    """``python -m envs.kitchen.runner <eval_log.json> [--prefix test]``: the subtask orders of an evaluation written by
+    ``drifting-policy eval`` (training logs keep numbers only: their ``{prefix}/n_orders``)."""
     import argparse
-
-    from drifting_policy.json_log import read_json_log
+    import json
 
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("run_dir")
+    parser.add_argument("eval_log", help="eval_log.json of `drifting-policy eval checkpoint=... output_dir=...`")
     parser.add_argument("--prefix", default="test")
     args = parser.parse_args(argv)
+    log = json.loads(Path(args.eval_log).read_text())
     key = f"{args.prefix}/orders"
-    records = [r for r in read_json_log(f"{args.run_dir}/logs.json.txt") if key in r]
-    if not records:
-        raise SystemExit(f"{args.run_dir}/logs.json.txt has no {key!r} entries (no Kitchen evaluation logged yet)")
-    last = records[-1]
-    orders = distinct_orders(last[key])
-    print(f"epoch {last['epoch']}: {len(last[key])} {args.prefix} episodes, {len(orders)} different orders of >= 2 "
-          f"subtasks")
+    if key not in log:
+        raise SystemExit(f"{args.eval_log} has no {key!r} (not a Kitchen evaluation?); keys: {sorted(log)[:10]} ...")
+    orders = distinct_orders(log[key])
+    print(f"{len(log[key])} {args.prefix} episodes, {len(orders)} different orders of >= 2 subtasks")
     for order, count in orders.most_common():
         print(f"  {count:3d}  {order.replace('>', ' -> ')}")
 
