@@ -40,7 +40,7 @@ def test_policy_config_builds(policy_name, task_name, policy_class):
 
 @pytest.mark.parametrize("policy_name, policy_class", [
     ("drifting_unet_lowdim", DriftingPolicy), ("diffusion_unet_lowdim", DiffusionPolicy)])
-def test_pusht_cpu_experiment_gives_both_methods_the_same_budget(policy_name, policy_class):
+def test_pusht_cpu_experiment_sets_the_cpu_budget(policy_name, policy_class):
     from drifting_policy.config import compose_train_config
 
     cfg, choices = compose_train_config(["task=pusht_lowdim", f"policy={policy_name}", "experiment=pusht_cpu"])
@@ -51,3 +51,33 @@ def test_pusht_cpu_experiment_gives_both_methods_the_same_budget(policy_name, po
     assert type(policy) is policy_class and policy.config.down_dims == (32, 64, 128)
     default, _ = compose_train_config(["task=pusht_lowdim", f"policy={policy_name}"])
     assert default.training.num_epochs == 5000 and default.policy.config.down_dims == [256, 512, 1024]
+
+
+@pytest.mark.parametrize("experiment, task_name, network", [
+    ("pusht_cpu", "pusht_lowdim", "unet_lowdim"),
+    ("robomimic_cpu", "can_lowdim", "unet_lowdim"),
+    ("kitchen_cpu", "kitchen_lowdim", "unet_lowdim"),
+    ("kitchen_cpu", "kitchen_lowdim", "transformer_lowdim"),
+    ("blockpush_cpu", "blockpush_lowdim", "transformer_lowdim"),
+])
+def test_experiment_gives_drifting_and_its_dp_baseline_the_same_budget(experiment, task_name, network):
+    """The README's comparisons rest on this: under one experiment config the two methods differ only in the
+    method's own settings (drift temperatures vs noise schedule), never in data, network, optimizer or schedule."""
+    from omegaconf import OmegaConf
+
+    from drifting_policy.config import compose_train_config
+
+    def compose_for(method):
+        cfg, _ = compose_train_config([f"task={task_name}", f"policy={method}_{network}", f"experiment={experiment}"])
+        return OmegaConf.to_container(cfg, resolve=True)
+
+    drifting, diffusion = compose_for("drifting"), compose_for("diffusion")
+    for section in ("task", "training", "dataloader", "val_dataloader", "optimizer", "ema", "checkpoint"):
+        assert drifting[section] == diffusion[section], section
+    shared_network_keys = set(drifting["policy"]["config"]) & set(diffusion["policy"]["config"])
+    assert {"horizon", "n_obs_steps", "backbone"} <= shared_network_keys
+    for key in shared_network_keys:
+        assert drifting["policy"]["config"][key] == diffusion["policy"]["config"][key], key
+    default = OmegaConf.to_container(compose_train_config([f"task={task_name}", f"policy=drifting_{network}"])[0],
+                                     resolve=True)
+    assert drifting["training"]["num_epochs"] < default["training"]["num_epochs"]  # the CPU budget took effect
