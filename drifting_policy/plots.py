@@ -1,6 +1,7 @@
-"""PNG curves of a run from its ``logs.json.txt``: epoch-mean train and validation loss, test score, and for the
-drifting policy the distance of its generated chunks to the demonstrations (its loss is a normalised drift, nearly
-constant by design, so that distance is the curve that shows learning)."""
+"""PNG curves of a run from its ``logs.json.txt``: epoch-mean train and validation loss, test score, DP's
+``train_action_mse_error`` (sampled chunks vs a training batch's, any method), and for the drifting policy the
+distance of its generated chunks to the demonstrations (its loss is a normalised drift, nearly constant by design,
+so those two are the curves that show learning)."""
 from __future__ import annotations
 
 import os
@@ -24,6 +25,7 @@ def _series(records: list[dict], key: str) -> tuple[list, list]:
 
 
 DISTANCE_KEY = "policy/gen_to_demo_rms"
+FIT_KEY = "train_action_mse_error"
 
 
 def epoch_means(records: list[dict], key: str) -> tuple[list, list]:
@@ -44,8 +46,11 @@ def plot_training_curves(log_path: str | Path, out_path: str | Path, title: str 
 
     lines = read_json_log(log_path)
     records = epoch_records(lines)
-    distance = epoch_means(lines, DISTANCE_KEY)
-    fig, axes = plt.subplots(1, 3 if distance[0] else 2, figsize=(16 if distance[0] else 11, 4))
+    # optional panels, shown when the run logged them: (epochs, values, y label)
+    fit_panels = [(*_series(records, FIT_KEY), "train_action_mse_error"),
+                  (*epoch_means(lines, DISTANCE_KEY), "generated-to-demonstration RMS (epoch mean)")]
+    fit_panels = [panel for panel in fit_panels if panel[0]]
+    fig, axes = plt.subplots(1, 2 + len(fit_panels), figsize=(5.5 * (2 + len(fit_panels)), 4))
     ax_loss, ax_score = axes[0], axes[1]
     losses = []
     for key, label in (("train_loss", "train loss (epoch mean)"), ("val_loss", "val loss")):
@@ -68,11 +73,12 @@ def plot_training_curves(log_path: str | Path, out_path: str | Path, title: str 
     ax_score.set_ylim(-0.02, 1.02)
     if ax_score.lines:
         ax_score.legend()
-    if distance[0]:
-        axes[2].plot(*distance, marker="." if len(distance[0]) < 50 else None)
-        axes[2].set_xlabel("epoch")
-        axes[2].set_ylabel("generated-to-demonstration RMS (epoch mean)")
-        axes[2].set_yscale("log")
+    for ax, (epochs, values, label) in zip(axes[2:], fit_panels):
+        ax.plot(epochs, values, marker="." if len(epochs) < 50 else None)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        if min(values) > 0:
+            ax.set_yscale("log")
     fig.suptitle(title)
     fig.tight_layout()
 

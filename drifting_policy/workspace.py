@@ -334,6 +334,20 @@ class TrainWorkspace:
                            f"(keys: {sorted(log)[:10]}...)")
         return log
 
+    @torch.no_grad()
+    def train_action_error(self, batch) -> float:
+        """DP's ``train_action_mse_error``: mean squared error, in data units, between the chunks the evaluated
+        (EMA) policy samples for a training batch's observations and the demonstrated chunks. A fit measure that
+        needs no simulator. Sampled under a forked, epoch-seeded random state, so the training stream is the same
+        whether or not this runs."""
+        policy = self.eval_policy()
+        policy.eval()
+        obs = batch["obs"] if isinstance(batch["obs"], dict) else {"obs": batch["obs"]}
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.epoch)
+            predicted = policy.predict_action(obs)["action_pred"]
+        return float(torch.nn.functional.mse_loss(predicted, batch["action"].to(predicted)))
+
     # ------------------------------------------------------------------ the loop
     def train_step(self, batch) -> float:
         loss = self.loss_fn(batch)
@@ -414,11 +428,13 @@ class TrainWorkspace:
         self.policy.train()
         while self.epoch < train.num_epochs:
             self.sampler.set_epoch(self.epoch)
-            train_losses = []
+            train_losses, first_batch = [], None
             batches = tqdm(self.train_loader, total=self.steps_per_epoch, desc=f"epoch {self.epoch}", leave=False,
                            mininterval=train.tqdm_interval_sec, disable=not self.dist.is_main)
             for batch_idx, batch in enumerate(batches):
-                loss = self.train_step(to_device(batch, self.device))
+                batch = to_device(batch, self.device)
+                first_batch = batch if first_batch is None else first_batch
+                loss = self.train_step(batch)
                 train_losses.append(loss)
                 batches.set_postfix(loss=loss, refresh=False)
                 step_log = {"train_loss": loss, "global_step": self.global_step, "epoch": self.epoch,
@@ -437,6 +453,8 @@ class TrainWorkspace:
             if self.dist.is_main:
                 if rollout_due:
                     step_log.update(self.rollout())
+                if self.epoch % train.sample_every == 0:
+                    step_log["train_action_mse_error"] = self.train_action_error(first_batch)
                 if self.epoch % train.val_every == 0:
                     val_loss = self.validation_loss()
                     if val_loss is not None:

@@ -1,14 +1,22 @@
 """Training-curve plots read DP's logs.json.txt: one record per epoch, epoch means of per-batch metrics."""
 import json
 
-from drifting_policy.plots import DISTANCE_KEY, epoch_means, epoch_records, plot_training_curves
+import imageio.v3 as iio
+
+from drifting_policy.plots import (
+    DISTANCE_KEY,
+    FIT_KEY,
+    epoch_means,
+    epoch_records,
+    plot_training_curves,
+)
 
 
 def test_epoch_records_and_means(tmp_path):
     lines = [
         {"epoch": 0, "train_loss": 3.0, DISTANCE_KEY: 0.4},
         {"epoch": 0, "train_loss": 2.0, DISTANCE_KEY: 0.2, "test/mean_score": 0.1},
-        {"epoch": 1, "train_loss": 1.0, DISTANCE_KEY: 0.1, "val_loss": 0.5},
+        {"epoch": 1, "train_loss": 1.0, DISTANCE_KEY: 0.1, "val_loss": 0.5, FIT_KEY: 0.02},
     ]
     assert [r["train_loss"] for r in epoch_records(lines)] == [2.0, 1.0]  # the last line of each epoch
     epochs, means = epoch_means(lines, DISTANCE_KEY)
@@ -17,12 +25,14 @@ def test_epoch_records_and_means(tmp_path):
 
     log = tmp_path / "logs.json.txt"
     log.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    for name, rows in (("with_distance.png", lines), ("without.png", [{k: v for k, v in r.items()
-                                                                      if k != DISTANCE_KEY} for r in lines])):
-        log.write_text("".join(json.dumps(line) + "\n" for line in rows))
-        out = plot_training_curves(log, tmp_path / name, title="t")
-        assert out.stat().st_size > 1000
-    import imageio.v3 as iio
+    def without(*keys):
+        return [{k: v for k, v in r.items() if k not in keys} for r in lines]
 
-    wide, narrow = iio.imread(tmp_path / "with_distance.png"), iio.imread(tmp_path / "without.png")
-    assert wide.shape[1] > narrow.shape[1]  # the third panel is there only when the metric is logged
+    widths = {}
+    for name, rows in (("both", lines), ("distance", without(FIT_KEY)), ("neither", without(FIT_KEY, DISTANCE_KEY))):
+        log.write_text("".join(json.dumps(line) + "\n" for line in rows))
+        out = plot_training_curves(log, tmp_path / f"{name}.png", title="t")
+        assert out.stat().st_size > 1000
+        widths[name] = iio.imread(out).shape[1]
+    # a panel for each fit metric the run logged, none for those it did not
+    assert widths["both"] > widths["distance"] > widths["neither"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -258,6 +259,9 @@ def test_training_run_logs_checkpoints_and_exports(trained_run):
     # the loss goes down and the schedule warms up, then decays
     assert ends[-1]["train_loss"] < 0.4 * ends[0]["train_loss"]
     assert ends[-1]["val_loss"] < 0.5 * ends[0]["val_loss"]
+    # DP's train_action_mse_error every sample_every (5) epochs: the sampled chunks move toward the demonstrations
+    errors = {r["epoch"]: r["train_action_mse_error"] for r in records if "train_action_mse_error" in r}
+    assert sorted(errors) == [0, 5] and errors[5] < 0.5 * errors[0]
     lrs = [r["lr"] for r in records]
     assert lrs[4] == pytest.approx(1e-2) and lrs[0] < lrs[4] and lrs[-1] < 1e-5
 
@@ -287,8 +291,13 @@ def test_training_run_logs_checkpoints_and_exports(trained_run):
 def test_resume_repeats_an_uninterrupted_run(config_dir, zarr_path, tmp_path, policy):
     """The real policies draw noise in compute_loss, so this also checks that RNG states are restored."""
     common = ["training.num_epochs=3", "training.rollout_every=1", "training.checkpoint_every=1",
-              "training.max_train_steps=3", "optimizer.lr=1e-3", "logging.plots=false"]
+              "training.sample_every=1", "training.max_train_steps=3", "optimizer.lr=1e-3", "logging.plots=false"]
     straight = train(config_dir, zarr_path, tmp_path / "straight", *common, policy=policy)
+    assert all(math.isfinite(r["train_action_mse_error"]) for r in epoch_lines(straight))
+    # sampling for train_action_mse_error leaves the training random stream alone
+    unsampled = train(config_dir, zarr_path, tmp_path / "unsampled", *common, "training.sample_every=100",
+                      policy=policy)
+    assert [r["train_loss"] for r in unsampled] == [r["train_loss"] for r in straight]
 
     # Interrupted during epoch 2's rollout: latest.ckpt holds the state after epoch 1.
     with pytest.raises(KeyboardInterrupt):
