@@ -423,10 +423,16 @@ def test_cli_train_resume_report_and_eval(config_dir, zarr_path, tmp_path, monke
     cli.main(["train", "task=tiny", "policy=tiny_mlp", f"task.zarr_path={zarr_path}", f"run_dir={run_dir}", *FAST,
               "training.num_epochs=1", "training.max_train_steps=2", "training.rollout_every=1"])
     assert json.loads((run_dir / "run_info.json").read_text())["policy"] == "tiny_mlp"
-    # the saved config is reused when only run_dir (and overrides) are given
+    # the saved config is reused when only run_dir (and overrides) are given; a setting train.yaml gained after the
+    # run was saved (here: as if sample_every were new) takes its default
+    saved = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    del saved.training.sample_every
+    OmegaConf.save(saved, run_dir / ".hydra" / "config.yaml")
     cli.main(["train", f"run_dir={run_dir}", "training.num_epochs=2"])
     records = read_json_log(run_dir / "logs.json.txt")
     assert [r["epoch"] for r in records if "test/mean_score" in r] == [0, 1]
+    assert OmegaConf.load(config_dir / "train.yaml").training.sample_every == 5
+    assert [r["epoch"] for r in records if "train_action_mse_error" in r] == [0]  # epochs 0, 5, ... as train.yaml
     assert "Resumed" in capsys.readouterr().out
 
     cli.main(["report", str(run_dir)])
