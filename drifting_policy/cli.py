@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 USAGE = __doc__
 
@@ -34,15 +34,6 @@ def claim_new_dir(base: str) -> str:
     raise FileExistsError(f"{base}: 999 run directories of that name exist already")
 
 
-def train_defaults() -> DictConfig:
-    """train.yaml's own settings (optimizer, training, ...): its sections that do not refer to a task or policy."""
-    from drifting_policy import config
-
-    defaults = OmegaConf.load(Path(config.CONFIG_DIR) / "train.yaml")
-    sections = ("training", "optimizer", "ema", "dataloader", "val_dataloader", "checkpoint", "logging")
-    return OmegaConf.create({key: defaults[key] for key in sections if key in defaults})
-
-
 def train(overrides: list[str]) -> None:
     from drifting_policy.config import compose_train_config, load_config
     from drifting_policy.workspace import TrainWorkspace
@@ -51,9 +42,8 @@ def train(overrides: list[str]) -> None:
     run_dir = next((item.split("=", 1)[1] for item in overrides if item.startswith("run_dir=")), None)
     saved = Path(run_dir) / ".hydra" / "config.yaml" if run_dir else None
     if saved is not None and saved.exists() and not keys & {"task", "policy"}:
-        # Resuming a run as it was configured; overrides (e.g. training.num_epochs=...) apply on top. Settings added
-        # to train.yaml after the run was saved take train.yaml's defaults.
-        cfg = OmegaConf.merge(train_defaults(), load_config(saved), OmegaConf.from_dotlist(
+        # Resuming a run as it was configured; overrides (e.g. training.num_epochs=...) apply on top.
+        cfg = OmegaConf.merge(load_config(saved), OmegaConf.from_dotlist(
             [item for item in overrides if not item.startswith("run_dir=")]))
         choices = {}
     else:

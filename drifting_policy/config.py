@@ -73,7 +73,10 @@ def save_config(cfg: DictConfig, path: str | Path) -> None:
 
 
 def load_config(path: str | Path) -> DictConfig:
+    """A run's saved config; settings train.yaml gained after the run was saved take train.yaml's defaults."""
     cfg = OmegaConf.load(path)
     if not isinstance(cfg, DictConfig):
         raise ValueError(f"{path}: expected a mapping")
-    return cfg
+    defaults = OmegaConf.load(Path(CONFIG_DIR) / "train.yaml")
+    del defaults["defaults"]  # hydra's defaults list: the saved config is already composed
+    return OmegaConf.merge(defaults, cfg)
