@@ -2,7 +2,9 @@
 
 For every alpha the same --num noises (classes in equal turns) go through the generator once each (1-NFE); the
 images, decoded by --vae for a latent-space generator, are compared with the reference by FID (``drifting_image.fid``;
-its Inception network has no logits, so there is no Inception Score). The table is printed and written to
+its Inception network has no logits, so there is no Inception Score). Because the noises are the same for every
+alpha, the column ``change`` (the RMS pixel change, in [0, 1] units, of the first 1000 images against those of the
+first alpha) shows how much guidance acts at all, apart from whether it helps. The table is printed and written to
 ``cfg_sweep.csv`` and ``cfg_sweep.json`` with a plot of FID against alpha, ``cfg_sweep.png``, in --out.
 
     python -m drifting_image.cfg_sweep runs/image/mnist_tiny/checkpoint.pt --alphas 1 1.5 2 3 --num 5000 \\
@@ -33,21 +35,27 @@ from drifting_image.generator import DriftingDiT
 from drifting_image.sample import load_generator, sample_images
 from drifting_image.vae import load_vae
 
+CHANGE_SUBSET = 1000  # images kept from the first alpha for the change column (50k ImageNet images would not fit)
+
 
 def fid_by_alpha(
     generator: DriftingDiT, alphas: list[float], num: int, reference: tuple[np.ndarray, np.ndarray], inception, *,
     vae=None, seed: int = 0, batch_size: int = 64, device: torch.device | str = "cpu",
     on_samples: Callable[[float, np.ndarray, torch.Tensor], None] | None = None,
 ) -> list[dict[str, float]]:
-    """One row {'alpha', 'fid'} per CFG scale: FID of ``num`` samples against the reference (mu, sigma).
+    """One row {'alpha', 'fid', 'change'} per CFG scale: FID of ``num`` samples against the reference (mu, sigma)
+    and the RMS change of the samples against the first alpha's (module docstring).
     ``on_samples(alpha, images, labels)``, if given, sees each alpha's samples (e.g. to save them)."""
-    rows = []
+    rows, first = [], None
     for alpha in tqdm(alphas, desc="CFG sweep", unit="alpha"):
         images, labels = sample_images(generator, num, alpha, vae=vae, seed=seed, device=device)
         if on_samples is not None:
             on_samples(alpha, images, labels)
+        subset = images[:CHANGE_SUBSET].astype(np.float32) / 255.0
+        first = subset if first is None else first
         features = inception_features(images, inception, batch_size=batch_size, device=device)
-        rows.append({"alpha": alpha, "fid": frechet_distance(*statistics(features), *reference)})
+        rows.append({"alpha": alpha, "fid": frechet_distance(*statistics(features), *reference),
+                     "change": float(np.sqrt(np.mean((subset - first) ** 2)))})
     return rows
 
 
@@ -91,9 +99,9 @@ def main(argv: list[str] | None = None) -> None:
                         batch_size=args.batch_size, device=device)
     out = Path(args.out or Path(args.checkpoint).parent / "cfg_sweep")
     write_table(rows, out, title=f"{Path(args.checkpoint).parent.name}, {args.num} samples")
-    print(f"{'alpha':>6}  {'FID':>9}")
+    print(f"{'alpha':>6}  {'FID':>9}  {'change':>7}")
     for row in rows:
-        print(f"{row['alpha']:6g}  {row['fid']:9.3f}")
+        print(f"{row['alpha']:6g}  {row['fid']:9.3f}  {row['change']:7.4f}")
     print(f"wrote {out / 'cfg_sweep.csv'}, cfg_sweep.json and cfg_sweep.png")
 
 

@@ -57,6 +57,9 @@ def test_sweep_writes_one_finite_row_per_alpha(tmp_path, mnist):
         rows = list(csv.DictReader(f))
     assert [float(r["alpha"]) for r in rows] == alphas
     assert all(np.isfinite(float(r["fid"])) and float(r["fid"]) >= 0 for r in rows)
+    # The same noises at every alpha: the first row is its own reference, the others differ by a finite amount.
+    assert float(rows[0]["change"]) == 0.0
+    assert all(0.0 <= float(r["change"]) < 1.0 for r in rows[1:])
     table = json.loads((tmp_path / "sweep" / "cfg_sweep.json").read_text())
     assert [r["fid"] for r in table] == pytest.approx([float(r["fid"]) for r in rows])
     assert (tmp_path / "sweep" / "cfg_sweep.png").stat().st_size > 0
