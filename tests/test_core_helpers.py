@@ -5,7 +5,13 @@ import pytest
 import torch
 from torch import nn
 
-from drifting import EMA, SampleQueue, drift_field, sample_cfg_alpha, unconditional_weight
+from drifting import (
+    EMA,
+    SampleQueue,
+    drift_field,
+    sample_cfg_alpha,
+    unconditional_weight,
+)
 
 
 @pytest.mark.parametrize("k", [1.0, 3.0, 5.0])
