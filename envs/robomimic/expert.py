@@ -7,13 +7,16 @@ demonstrations are not one trajectory. ``rollout_expert`` runs one episode and r
 robomimic dataset holds, plus the controller's absolute target pose after every step (the
 action of the ``abs_action`` datasets).
 
-    python -m envs.robomimic.expert --task lift --episodes 50
+    python -m envs.robomimic.expert --task lift --episodes 50 [--workers 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import multiprocessing
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -383,12 +386,46 @@ def rollout_expert(env: RobomimicEnv, task: str, seed: int, record_obs: bool = T
     return episode
 
 
-def evaluate_expert(task: str, episodes: int, first_seed: int = 0) -> tuple[float, float]:
+# Each worker process of ``expert_episodes`` holds one env (robosuite envs cannot be pickled, and one
+# rendering context per process is what MuJoCo's offscreen renderer supports).
+_WORKER_ENV: RobomimicEnv | None = None
+
+
+def _start_worker(task: str, images: bool) -> None:
+    global _WORKER_ENV
+    _WORKER_ENV = RobomimicEnv(make_env_meta(task, image=images))
+
+
+def _rollout_in_worker(seed: int, task: str, record_obs: bool) -> Episode:
+    return rollout_expert(_WORKER_ENV, task, seed, record_obs)
+
+
+def expert_episodes(
+    task: str, seeds: Iterable[int], images: bool = False, record_obs: bool = True, workers: int = 1
+) -> Iterator[Episode]:
+    """The expert's episodes for ``seeds``, in the order of ``seeds``, rolled out in ``workers`` processes.
+
+    An episode depends only on its seed, so the result is the same for any number of workers. Stopping
+    the iteration early stops the workers (at most ``workers`` episodes beyond the last one taken are
+    computed and dropped).
+    """
+    if workers < 1:
+        raise ValueError(f"expert_episodes: workers must be >= 1; got {workers}")
+    if workers == 1:
+        env = RobomimicEnv(make_env_meta(task, image=images))
+        for seed in seeds:
+            yield rollout_expert(env, task, seed, record_obs)
+        return
+    # spawn, not fork: a forked child would share the parent's MuJoCo/EGL state.
+    with multiprocessing.get_context("spawn").Pool(workers, _start_worker, (task, images)) as pool:
+        yield from pool.imap(functools.partial(_rollout_in_worker, task=task, record_obs=record_obs), seeds)
+
+
+def evaluate_expert(task: str, episodes: int, first_seed: int = 0, workers: int = 1) -> tuple[float, float]:
     """Success rate and mean episode length of ``task``'s expert over consecutive seeds."""
-    env = RobomimicEnv(make_env_meta(task))
     lengths, successes = [], []
-    for seed in range(first_seed, first_seed + episodes):
-        episode = rollout_expert(env, task, seed, record_obs=False)
+    seeds = range(first_seed, first_seed + episodes)
+    for episode in expert_episodes(task, seeds, record_obs=False, workers=workers):
         successes.append(episode.success)
         lengths.append(len(episode))
     return float(np.mean(successes)), float(np.mean(lengths))
@@ -399,9 +436,10 @@ def main() -> None:
     parser.add_argument("--task", choices=sorted(EXPERTS), required=True)
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0, help="first seed; episodes use consecutive seeds")
+    parser.add_argument("--workers", type=int, default=1, help="processes rolling out episodes (same result)")
     args = parser.parse_args()
     start = time.time()
-    rate, length = evaluate_expert(args.task, args.episodes, args.seed)
+    rate, length = evaluate_expert(args.task, args.episodes, args.seed, args.workers)
     print(
         f"{args.task}: success {rate:.3f} over {args.episodes} seeds from {args.seed}, "
         f"mean length {length:.1f} steps, {time.time() - start:.0f} s"

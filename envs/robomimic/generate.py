@@ -1,9 +1,10 @@
 """Generate robomimic-layout hdf5 demonstrations with the scripted experts.
 
-    python -m envs.robomimic.generate --task lift --episodes 200 --seed 0 --out data/lift_ph.hdf5 [--images] [--abs-action]
+    python -m envs.robomimic.generate --task lift --episodes 200 --seed 0 --out data/lift_ph.hdf5 [--images] [--abs-action] [--workers 2]
 
 Episode ``i`` is the expert's rollout from ``reset(seed + i)`` (seeds count on past failed
-episodes, which are left out), so a file is a function of its arguments. Evaluation seeds in
+episodes, which are left out), so a file is a function of its arguments (``--workers`` only
+changes how many processes roll out episodes, not the file). Evaluation seeds in
 Diffusion Policy's runners start at 100000; keep ``seed + attempts`` below that.
 The ``env_args`` stored are ``make_env_meta(task, abs_action, images)``: with ``--abs-action``
 the actions are the controller's absolute target (position, axis-angle, gripper) and an env
@@ -20,8 +21,8 @@ import numpy as np
 from tqdm import tqdm
 
 from drifting_policy.data.robomimic_hdf5 import write_robomimic_hdf5
-from envs.robomimic.env import RobomimicEnv, make_env_meta
-from envs.robomimic.expert import EXPERTS, Episode, rollout_expert
+from envs.robomimic.env import make_env_meta
+from envs.robomimic.expert import EXPERTS, Episode, expert_episodes
 
 VALID_FRACTION = 0.1
 
@@ -62,24 +63,27 @@ def generate(
     images: bool = False,
     abs_action: bool = False,
     max_attempts: int | None = None,
+    workers: int = 1,
 ) -> Path:
     """Roll out ``task``'s expert until ``episodes`` succeed and write them to ``out``."""
+    if episodes < 1:
+        raise ValueError(f"generate: episodes must be >= 1; got {episodes}")
     env_meta = make_env_meta(task, abs_action=abs_action, image=images)
-    # The expert acts with delta actions; the absolute ones are read off the controller.
-    env = RobomimicEnv(make_env_meta(task, abs_action=False, image=images))
     max_attempts = 2 * episodes if max_attempts is None else max_attempts
     demos, attempts, lengths = [], 0, []
     progress = tqdm(total=episodes, desc=f"{task} demos")
-    while len(demos) < episodes:
-        if attempts >= max_attempts:
-            raise RuntimeError(f"{task}: only {len(demos)} of {attempts} expert episodes succeeded; wanted {episodes}")
-        episode = rollout_expert(env, task, seed + attempts)
+    # The expert acts with delta actions; the absolute ones are read off the controller.
+    for episode in expert_episodes(task, range(seed, seed + max_attempts), images=images, workers=workers):
         attempts += 1
         if episode.success:
             demos.append(episode_to_demo(episode, abs_action))
             lengths.append(len(episode))
             progress.update(1)
         progress.set_postfix(failed=attempts - len(demos), mean_len=f"{np.mean(lengths):.0f}" if lengths else "-")
+        if len(demos) == episodes:
+            break
+    else:
+        raise RuntimeError(f"{task}: only {len(demos)} of {attempts} expert episodes succeeded; wanted {episodes}")
     progress.close()
     return write_robomimic_hdf5(out, demos, env_meta, masks=train_valid_masks(len(demos), seed))
 
@@ -92,9 +96,11 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="hdf5 file to write")
     parser.add_argument("--images", action="store_true", help="also record the task's two cameras")
     parser.add_argument("--abs-action", action="store_true", help="store absolute pose actions (control_delta=False)")
+    parser.add_argument("--workers", type=int, default=1, help="processes rolling out episodes (same file)")
     args = parser.parse_args()
     start = time.time()
-    path = generate(args.task, args.episodes, args.seed, args.out, args.images, args.abs_action)
+    path = generate(args.task, args.episodes, args.seed, args.out, args.images, args.abs_action,
+                    workers=args.workers)
     print(f"wrote {args.episodes} {args.task} demos to {path} in {time.time() - start:.0f} s")
 
 
