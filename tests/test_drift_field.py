@@ -89,7 +89,9 @@ def test_invariant_to_feature_scale_and_translation(factor):
 
 def test_larger_temperature_gives_smoother_assignment():
     """Attraction alone: at small tau each sample is pulled to its nearest positive, at large tau to their centroid."""
-    gen = torch.linspace(-2.0, 2.0, 41).view(1, 41, 1)
+    # An even count keeps every sample off x = 0, where both positives are equally near and the sign of the
+    # drift is rounding noise (linspace's middle point is not exactly 0 on every CPU).
+    gen = torch.linspace(-2.0, 2.0, 40).view(1, 40, 1)
     pos = torch.tensor([-1.0, 1.0]).view(1, 2, 1)
     nearest = torch.where(gen < 0, -1.0, 1.0)
     toward_nearest = []
