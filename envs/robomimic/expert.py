@@ -405,9 +405,9 @@ def expert_episodes(
 ) -> Iterator[Episode]:
     """The expert's episodes for ``seeds``, in the order of ``seeds``, rolled out in ``workers`` processes.
 
-    An episode depends only on its seed, so the result is the same for any number of workers. Stopping
-    the iteration early stops the workers (at most ``workers`` episodes beyond the last one taken are
-    computed and dropped).
+    An episode depends only on its seed, so the result is the same for any number of workers. The
+    workers run ahead of the consumer; stopping the iteration early terminates them, and the episodes
+    they finished ahead are dropped.
     """
     if workers < 1:
         raise ValueError(f"expert_episodes: workers must be >= 1; got {workers}")
