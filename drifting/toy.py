@@ -277,7 +277,9 @@ def ablation(seeds=(0, 1, 2), base: ToyConfig = ABLATION_BASE) -> dict:
             runs = cache[key]
             ed = np.array([r["energy_distance"] for r in runs])
             on_ring = np.mean([sum(r["mode_shares"]) for r in runs])
-            spread = np.nanmean([r["spread_ratio"] for r in runs])
+            # A run with no sample on the ring has no spread (NaN); average the runs that have one.
+            spreads = [r["spread_ratio"] for r in runs if not np.isnan(r["spread_ratio"])]
+            spread = np.mean(spreads) if spreads else float("nan")
             results[(table, name)] = (ed.mean(), ed.std(), on_ring, spread)
             print(f"{name:28s} {ed.mean():10.4f} +- {ed.std():.4f}   {on_ring:7.2f}   {spread:6.2f}")
     return results
