@@ -75,6 +75,15 @@ def write_table(rows: list[dict[str, float]], out: str | Path, title: str = "") 
     fig.savefig(out / "cfg_sweep.png", dpi=120)
 
 
+def print_table(rows: list[dict[str, float]], real_fid: float | None = None) -> None:
+    """The sweep as a text table; ``real_fid`` (held-out real images against the reference) as a first row."""
+    print(f"{'alpha':>6}  {'FID':>9}  {'change':>7}   (change: RMS pixel change from the first alpha, same noise)")
+    if real_fid is not None:
+        print(f"{'real':>6}  {real_fid:9.3f}           (held-out real images)")
+    for row in rows:
+        print(f"{row['alpha']:6g}  {row['fid']:9.3f}  {row['change']:7.4f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint")
@@ -99,9 +108,7 @@ def main(argv: list[str] | None = None) -> None:
                         batch_size=args.batch_size, device=device)
     out = Path(args.out or Path(args.checkpoint).parent / "cfg_sweep")
     write_table(rows, out, title=f"{Path(args.checkpoint).parent.name}, {args.num} samples")
-    print(f"{'alpha':>6}  {'FID':>9}  {'change':>7}")
-    for row in rows:
-        print(f"{row['alpha']:6g}  {row['fid']:9.3f}  {row['change']:7.4f}")
+    print_table(rows)
     print(f"wrote {out / 'cfg_sweep.csv'}, cfg_sweep.json and cfg_sweep.png")
 
 

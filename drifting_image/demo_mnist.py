@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from drifting import checkpoint
-from drifting_image.cfg_sweep import fid_by_alpha, write_table
+from drifting_image.cfg_sweep import fid_by_alpha, print_table, write_table
 from drifting_image.data import load_mnist_5k
 from drifting_image.fid import (
     frechet_distance,
@@ -137,8 +137,6 @@ class Demo:
 
         rows = fid_by_alpha(generator, self.args.alphas, self.args.num, reference, self.inception(),
                             seed=self.cfg.seed, batch_size=self.args.batch_size, device=self.device, on_samples=save)
-        for row in rows:
-            print(f"  alpha {row['alpha']:g}: FID {row['fid']:.2f}, change {row['change']:.4f}")
         write_table(rows, self.sweep_dir, title=f"MNIST demo, {self.args.num} samples per alpha")
 
     def run(self) -> None:
@@ -157,10 +155,7 @@ class Demo:
         print(f"{'total':<10} {sum(w for w, _ in ran):8.0f} {sum(c for _, c in ran):8.0f}")
         real = json.loads(self.real_path.read_text())
         print(f"\nFID against {real['reference_num']} real digits, {real['num']} images each")
-        print(f"{'alpha':>6}  {'FID':>8}  {'change':>7}   (change: RMS pixel change from the first alpha, same noise)")
-        print(f"{'real':>6}  {real['fid']:8.2f}            (held-out real digits)")
-        for row in json.loads((self.sweep_dir / "cfg_sweep.json").read_text()):
-            print(f"{row['alpha']:6g}  {row['fid']:8.2f}  {row.get('change', float('nan')):7.4f}")
+        print_table(json.loads((self.sweep_dir / "cfg_sweep.json").read_text()), real_fid=real["fid"])
         metrics = (self.out / "generator" / "metrics.jsonl").read_text().splitlines()
         last = json.loads(metrics[-1])
         print(f"\ngenerator loss at step {last['step']}: {last['loss']:.4f}")
