@@ -58,4 +58,4 @@ def _binary_entropy(labels):
     if len(labels) == 0:
         return 0.0
     share = float(np.mean(labels == 1))
-    return float(-sum(p * np.log2(p) for p in (share, 1.0 - share) if p > 0))
+    return float(sum(-p * np.log2(p) for p in (share, 1.0 - share) if p > 0))  # sum starts at 0: no "-0.0"
