@@ -21,13 +21,15 @@ from drifting.checkpoint import load as load_checkpoint
 from drifting_policy.config import compose_train_config, load_config
 from drifting_policy.workspace import numeric_items, resolve_device
 
-# Keys of `eval` itself; any other key without a dot is an env-runner argument (n_test=50 -> task.env_runner.n_test).
+# Keys of `eval` itself; any other key without a dot is an env-runner argument (n_test=50 ->
+# task.env_runner.n_test, or task.env_runner.episodes.n_test where the runner takes its episodes from a factory:
+# see `runner_key`).
 EVAL_KEYS = ("checkpoint", "output_dir", "device", "which", "task", "policy")
 
 
 def split_overrides(overrides: list[str]) -> tuple[dict, list[str]]:
-    """``key=value`` strings into eval's own options and dotted config overrides."""
-    options, dotted = {}, []
+    """``key=value`` strings into eval's own options and config overrides (dotted, or bare runner keys)."""
+    options, rest = {}, []
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"expected key=value, got {item!r}")
@@ -35,10 +37,35 @@ def split_overrides(overrides: list[str]) -> tuple[dict, list[str]]:
         if key in EVAL_KEYS:
             options[key] = value
         else:
-            dotted.append(item if "." in key else f"task.env_runner.{key}={value}")
+            rest.append(item)
     if "checkpoint" not in options:
         raise ValueError("eval needs checkpoint=<run dir | pretrained dir | .ckpt file>")
-    return options, dotted
+    return options, rest
+
+
+def runner_key(runner_cfg: DictConfig, key: str) -> str:
+    """The dotted path of a bare env-runner argument: the shallowest place in task.env_runner that has ``key``
+    (``n_envs`` is the runner's own, ``n_test`` may sit in its ``episodes`` block, ``n_train`` deeper still)."""
+    level = [("task.env_runner", runner_cfg)]
+    while level:
+        found = [f"{path}.{key}" for path, node in level if key in node]
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise ValueError(f"eval: runner argument {key!r} is ambiguous: {', '.join(found)}; give the dotted path")
+        level = [(f"{path}.{name}", value) for path, node in level for name, value in node.items_ex(resolve=False)
+                 if isinstance(value, DictConfig)]
+    raise ValueError(f"eval: runner argument {key!r} is nowhere in task.env_runner; its keys: "
+                   f"{', '.join(map(str, runner_cfg.keys()))}")
+
+
+def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """``cfg`` with dotted ``key=value`` overrides merged in; bare keys are resolved with `runner_key`."""
+    dotted = []
+    for item in overrides:
+        key, value = item.split("=", 1)
+        dotted.append(item if "." in key else f"{runner_key(cfg.task.env_runner, key)}={value}")
+    return OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotted))
 
 
 def find_policy_source(path: Path, which: str = "best") -> Path:
@@ -63,8 +90,8 @@ def run_root(source: Path) -> Path | None:
     return None
 
 
-def load_policy(source: Path, options: dict, dotted: list[str]) -> tuple[torch.nn.Module, DictConfig]:
-    """The policy (EMA weights) and the run config, with ``dotted`` overrides merged in."""
+def load_policy(source: Path, options: dict) -> tuple[torch.nn.Module, DictConfig]:
+    """The policy (EMA weights) and the run config it was trained with."""
     if source.is_file():
         state = load_checkpoint(source)
         cfg = OmegaConf.create(state["cfg"])
@@ -82,14 +109,14 @@ def load_policy(source: Path, options: dict, dotted: list[str]) -> tuple[torch.n
         if not hasattr(policy_class, "from_pretrained"):
             raise TypeError(f"policy._target_ {cfg.policy._target_} has no from_pretrained; cannot load {source}")
         policy = policy_class.from_pretrained(source)
-    cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotted))
     return policy, cfg
 
 
 def evaluate(overrides: list[str]) -> dict:
-    options, dotted = split_overrides(overrides)
+    options, rest = split_overrides(overrides)
     source = find_policy_source(Path(options["checkpoint"]), options.get("which", "best"))
-    policy, cfg = load_policy(source, options, dotted)
+    policy, cfg = load_policy(source, options)
+    cfg = apply_overrides(cfg, rest)
     device = resolve_device(options.get("device", "auto"))
     policy.to(device).eval()
 

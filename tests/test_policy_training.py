@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -25,7 +26,7 @@ from drifting.checkpoint import load as load_checkpoint
 from drifting_policy.checkpoint import TOPK_PATTERN, TopKCheckpoints
 from drifting_policy.config import CONFIG_DIR, check_train_config, compose_train_config
 from drifting_policy.data import ReplayBuffer
-from drifting_policy.evaluate import evaluate
+from drifting_policy.evaluate import apply_overrides, evaluate, runner_key
 from drifting_policy.json_log import read_json_log
 from drifting_policy.normalizer import LinearNormalizer
 from drifting_policy.policies import BasePolicy
@@ -376,6 +377,22 @@ def test_eval_command_on_run_export_and_checkpoint(trained_run, tmp_path, capsys
                           f"output_dir={tmp_path / 'e2'}"])
     assert len([k for k in from_ckpt if "sim_max_reward" in k]) == 6
     assert from_ckpt["test/mean_score"] == pytest.approx(from_last["test/mean_score"], abs=1e-6)
+
+
+@pytest.mark.parametrize("task_name", ["blockpush_lowdim", "kitchen_lowdim"])
+def test_eval_bare_runner_keys_find_nested_episode_settings(task_name):
+    """BlockPush and Kitchen take their episodes from a factory block: ``n_test=`` must reach it, not the runner."""
+    cfg, _ = compose_train_config([f"task={task_name}", "policy=drifting_unet_lowdim"])
+    cfg = apply_overrides(cfg, ["n_test=7", "test_start_seed=200000", "n_train=0", "n_envs=3"])
+    runner = cfg.task.env_runner
+    assert runner.n_envs == 3 and "n_test" not in runner
+    episodes = instantiate(runner.episodes)
+    assert [(e.prefix, e.seed) for e in episodes] == [("test", 200000 + i) for i in range(7)]
+    with pytest.raises(ValueError, match="'n_tests' is nowhere in task.env_runner"):
+        apply_overrides(cfg, ["n_tests=7"])
+    two_blocks = OmegaConf.create({"env_fn": {"path": "a"}, "summarize": {"path": "b"}})
+    with pytest.raises(ValueError, match="'path' is ambiguous: task.env_runner.env_fn.path, "):
+        runner_key(two_blocks, "path")
 
 
 def write_log(run_dir: Path, task: str, policy: str, scores: list[float]) -> None:
