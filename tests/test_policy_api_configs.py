@@ -59,6 +59,7 @@ def test_pusht_cpu_experiment_sets_the_cpu_budget(policy_name, policy_class):
     ("kitchen_cpu", "kitchen_lowdim", "unet_lowdim"),
     ("kitchen_cpu", "kitchen_lowdim", "transformer_lowdim"),
     ("blockpush_cpu", "blockpush_lowdim", "transformer_lowdim"),
+    ("blockpush_unet_cpu", "blockpush_lowdim", "unet_lowdim"),
 ])
 def test_experiment_gives_drifting_and_its_dp_baseline_the_same_budget(experiment, task_name, network):
     """The README's comparisons rest on this: under one experiment config the two methods differ only in the
@@ -81,3 +82,22 @@ def test_experiment_gives_drifting_and_its_dp_baseline_the_same_budget(experimen
     default = OmegaConf.to_container(compose_train_config([f"task={task_name}", f"policy=drifting_{network}"])[0],
                                      resolve=True)
     assert drifting["training"]["num_epochs"] < default["training"]["num_epochs"]  # the CPU budget took effect
+
+
+@pytest.mark.parametrize("method", ["drifting", "diffusion"])
+def test_blockpush_unet_experiment_is_the_readme_command_line(method):
+    """experiment=blockpush_unet_cpu stands for blockpush_cpu plus the U-Net horizons and optimizer the README's
+    BlockPush U-Net runs gave on the command line: both spellings must compose to the same run."""
+    from omegaconf import OmegaConf
+
+    from drifting_policy.config import compose_train_config
+
+    base = ["task=blockpush_lowdim", f"policy={method}_unet_lowdim"]
+    short, choices = compose_train_config(base + ["experiment=blockpush_unet_cpu"])
+    long, _ = compose_train_config(base + [
+        "experiment=blockpush_cpu", "task.horizon=16", "task.n_obs_steps=2", "task.n_action_steps=8",
+        "optimizer.betas=[0.95,0.999]", "optimizer.weight_decay=1e-6"])
+    assert choices["experiment"] == "blockpush_unet_cpu"
+    assert OmegaConf.to_container(short, resolve=True) == OmegaConf.to_container(long, resolve=True)
+    assert (short.task.horizon, short.task.n_obs_steps, short.task.n_action_steps) == (16, 2, 8)
+    assert list(short.optimizer.betas) == [0.95, 0.999] and short.dataloader.batch_size == 64
