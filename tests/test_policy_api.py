@@ -87,6 +87,32 @@ def test_drifting_step_feature_and_extra_noise():
     assert not torch.allclose(outputs[0], outputs[1])
 
 
+@pytest.mark.parametrize("extra_noise_dim", [0, 3])
+def test_explicit_noise_makes_the_chunk_a_function_of_its_inputs(extra_noise_dim):
+    policy = make_policy(DriftingPolicy, DriftingPolicyConfig, {"extra_noise_dim": extra_noise_dim}).eval()
+    obs = {"obs": lowdim_batch()["obs"]}
+    shapes = policy.noise_shapes(3)
+    assert shapes["noise"] == (3, HORIZON, ACTION_DIM)
+    assert ("extra_noise" in shapes) == bool(extra_noise_dim)
+    noise = {name: torch.randn(shape) for name, shape in shapes.items()}
+    first = policy.predict_action(obs, noise=noise)["action_pred"]
+    torch.manual_seed(123)  # the global random state does not matter once the noise is given
+    second = policy.predict_action(obs, noise=noise)["action_pred"]
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    # The same draws as the generator would make give the generator's chunk.
+    gen = torch.Generator().manual_seed(5)
+    drawn = {name: torch.randn(shape, generator=gen) for name, shape in shapes.items()}
+    seeded = policy.predict_action(obs, generator=torch.Generator().manual_seed(5))["action_pred"]
+    torch.testing.assert_close(policy.predict_action(obs, noise=drawn)["action_pred"], seeded, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"noise 'noise' must be \(3, 8, 2\)"):
+        policy.predict_action(obs, noise={**noise, "noise": torch.zeros(3, HORIZON, 3)})
+    with pytest.raises(KeyError, match="noise must be a dict with keys"):
+        policy.predict_action(obs, noise={"nois": noise["noise"]})
+    ddpm = make_policy(DiffusionPolicy, DiffusionPolicyConfig, {"sampler": "ddim", "num_inference_steps": 2})
+    with pytest.raises(ValueError, match="takes no explicit noise"):
+        ddpm.predict_action(obs, noise=noise)
+
+
 @pytest.mark.parametrize("policy_class, config_class, options", POLICIES)
 def test_normalizer_is_applied(policy_class, config_class, options):
     policy = make_policy(policy_class, config_class, options, action_offset=100.0).eval()

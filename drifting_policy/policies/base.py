@@ -85,9 +85,16 @@ class BasePolicy(nn.Module):
         return next(self.parameters()).device
 
     # ------------------------------------------------------------------ what a method defines
-    def sample_chunk(self, cond: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Normalised action chunk (B, T, Da) for the condition of B observations."""
+    def sample_chunk(self, cond: torch.Tensor, generator: torch.Generator | None = None,
+                     noise: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Normalised action chunk (B, T, Da) for the condition of B observations. ``noise`` (the names and shapes
+        of ``noise_shapes``) replaces the random draws, so the chunk is a function of its inputs."""
         raise NotImplementedError
+
+    def noise_shapes(self, batch_size: int) -> dict[str, tuple[int, ...]]:
+        """The random inputs ``predict_action`` accepts as ``noise``, by name; empty for a method that cannot
+        take them explicitly."""
+        return {}
 
     def chunk_loss(self, cond: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Scalar training loss and metrics for normalised demonstrated chunks ``action`` (B, T, Da)."""
@@ -120,6 +127,23 @@ class BasePolicy(nn.Module):
             features = self.obs_encoder(steps).reshape(batch, To, -1)
         return features.flatten(1) if c.backbone == "unet" else features
 
+    def _checked_noise(self, noise: Mapping | None, batch_size: int) -> dict[str, torch.Tensor] | None:
+        if noise is None:
+            return None
+        expected = self.noise_shapes(batch_size)
+        if not expected:
+            raise ValueError(f"{type(self).__name__} draws its noise itself; it takes no explicit noise")
+        if not isinstance(noise, Mapping) or set(noise) != set(expected):
+            got = sorted(noise) if isinstance(noise, Mapping) else type(noise).__name__
+            raise KeyError(f"{type(self).__name__}: noise must be a dict with keys {sorted(expected)}; got {got}")
+        checked = {}
+        for name, shape in expected.items():
+            value = torch.as_tensor(noise[name], device=self.device, dtype=torch.float32)
+            if tuple(value.shape) != shape:
+                raise ValueError(f"{type(self).__name__}: noise {name!r} must be {shape}; got {tuple(value.shape)}")
+            checked[name] = value
+        return checked
+
     def _checked_obs(self, obs_dict: Mapping, key: str, shape: tuple) -> torch.Tensor:
         To = self.config.n_obs_steps
         if key not in obs_dict:
@@ -142,9 +166,15 @@ class BasePolicy(nn.Module):
         self._action_queue: deque = deque()
 
     @torch.no_grad()
-    def predict_action(self, obs_dict: Mapping, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """{'action': (B, Ta, Da) executed from index To - 1, 'action_pred': (B, T, Da)}, in data units."""
-        naction = self.sample_chunk(self.encode_obs(obs_dict), generator)
+    def predict_action(self, obs_dict: Mapping, generator: torch.Generator | None = None,
+                       noise: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """{'action': (B, Ta, Da) executed from index To - 1, 'action_pred': (B, T, Da)}, in data units.
+
+        ``noise``: the method's random inputs, ``{name: tensor}`` with the shapes of ``noise_shapes(B)`` (for the
+        drifting policy ``{'noise': (B, T, Da)}``, plus ``'extra_noise': (B, E)`` when ``extra_noise_dim`` = E > 0);
+        the same observations and noise give the same chunk here, in an exported graph and through the server."""
+        cond = self.encode_obs(obs_dict)
+        naction = self.sample_chunk(cond, generator, self._checked_noise(noise, cond.shape[0]))
         action_pred = self.normalizer["action"].unnormalize(naction)
         start = self.config.n_obs_steps - 1
         return {"action": action_pred[:, start : start + self.config.n_action_steps], "action_pred": action_pred}

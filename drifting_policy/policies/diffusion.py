@@ -40,7 +40,7 @@ class DiffusionPolicy(BasePolicy):
             raise ValueError(f"sampler must be one of {DDPM_SAMPLERS}; got {sampler!r}")
         self.config.sampler, self.config.num_inference_steps = sampler, num_inference_steps
 
-    def sample_chunk(self, cond, generator=None):
+    def sample_chunk(self, cond, generator=None, noise=None):
         c = self.config
         scheduler = self._samplers[c.sampler]
         scheduler.set_timesteps(c.num_inference_steps or c.num_train_timesteps)

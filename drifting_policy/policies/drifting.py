@@ -23,16 +23,22 @@ class DriftingPolicy(BasePolicy):
     def extra_cond_dim(self) -> int:
         return self.config.extra_noise_dim
 
-    def sample_chunk(self, cond, generator=None):
-        """One normalised chunk (N, T, Da) per condition row, from fresh Gaussian noise: one network pass."""
+    def noise_shapes(self, batch_size):
         c = self.config
-        shape = (cond.shape[0], c.horizon, c.action_dim)
-        noise = torch.randn(shape, generator=generator, device=cond.device, dtype=cond.dtype)
+        shapes = {"noise": (batch_size, c.horizon, c.action_dim)}
         if c.extra_noise_dim:
-            extra = torch.randn((cond.shape[0], c.extra_noise_dim), generator=generator, device=cond.device,
-                                dtype=cond.dtype)
-            cond = self.append_to_cond(cond, extra)
-        return self.run_model(noise, None, cond)
+            shapes["extra_noise"] = (batch_size, c.extra_noise_dim)
+        return shapes
+
+    def sample_chunk(self, cond, generator=None, noise=None):
+        """One normalised chunk (N, T, Da) per condition row, from Gaussian noise (fresh, or the given
+        ``noise``): one network pass."""
+        if noise is None:
+            noise = {name: torch.randn(shape, generator=generator, device=cond.device, dtype=cond.dtype)
+                     for name, shape in self.noise_shapes(cond.shape[0]).items()}
+        if "extra_noise" in noise:
+            cond = self.append_to_cond(cond, noise["extra_noise"])
+        return self.run_model(noise["noise"], None, cond)
 
     def drift_loss(self, gen_features: dict, pos_features: dict) -> tuple[torch.Tensor, dict]:
         """Per-observation loss [B] and info. The core computes one feature scale and one drift normalisation
