@@ -173,11 +173,21 @@ class BasePolicy(nn.Module):
         ``noise``: the method's random inputs, ``{name: tensor}`` with the shapes of ``noise_shapes(B)`` (for the
         drifting policy ``{'noise': (B, T, Da)}``, plus ``'extra_noise': (B, E)`` when ``extra_noise_dim`` = E > 0);
         the same observations and noise give the same chunk here, in an exported graph and through the server."""
+        action_pred = self.action_chunk(obs_dict, generator, noise)
+        return {"action": self.executed_actions(action_pred), "action_pred": action_pred}
+
+    def action_chunk(self, obs_dict: Mapping, generator: torch.Generator | None = None,
+                     noise: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """The whole predicted chunk (B, T, Da) in data units; ``predict_action`` is this plus its input checks,
+        and the exported graph is this (traceable: no branch depends on the values)."""
         cond = self.encode_obs(obs_dict)
         naction = self.sample_chunk(cond, generator, self._checked_noise(noise, cond.shape[0]))
-        action_pred = self.normalizer["action"].unnormalize(naction)
+        return self.normalizer["action"].unnormalize(naction)
+
+    def executed_actions(self, action_pred: torch.Tensor) -> torch.Tensor:
+        """The Ta actions of a chunk (B, T, Da) that are executed: from index To - 1, the current step."""
         start = self.config.n_obs_steps - 1
-        return {"action": action_pred[:, start : start + self.config.n_action_steps], "action_pred": action_pred}
+        return action_pred[:, start : start + self.config.n_action_steps]
 
     def compute_loss(self, batch: Mapping) -> torch.Tensor:
         """Scalar loss of a training batch {'obs': (B, T, Do) or {key: (B, T, ...)}, 'action': (B, T, Da)}
