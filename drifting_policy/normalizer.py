@@ -21,6 +21,15 @@ def _as_tensor(x) -> torch.Tensor:
     return x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
 
 
+def _check_finite(data: torch.Tensor) -> None:
+    """Fitting to NaN gives NaN statistics (every normalised value NaN); to inf, a scale of 0 (the dimension
+    ignored). Only fitting checks: normalize/unnormalize stay free of data-dependent branches (they are traced)."""
+    bad = int((~torch.isfinite(data)).sum()) if data.is_floating_point() else 0
+    if bad:
+        raise ValueError(f"cannot fit a normalizer to data holding {bad} NaN or inf value(s) of {data.numel()}; "
+                         "find them in the data first")
+
+
 class _ShapeFromStateDict(nn.Module):
     """Buffers that take the shape and dtype of the state dict they are loaded from."""
 
@@ -77,6 +86,7 @@ class SingleFieldLinearNormalizer(_ShapeFromStateDict):
         x = _as_tensor(data).double()
         if x.numel() == 0:
             raise ValueError(f"cannot fit a normalizer to empty data of shape {tuple(x.shape)}")
+        _check_finite(x)
         n_features = int(np.prod(x.shape[x.ndim - last_n_dims:])) if last_n_dims > 0 else 1
         x = x.reshape(-1, n_features)
         stats = {"min": x.min(0).values, "max": x.max(0).values, "mean": x.mean(0),
@@ -120,8 +130,9 @@ class SingleFieldLinearNormalizer(_ShapeFromStateDict):
             raise RuntimeError("normalizer is not fitted (no scale); fit it or load a state dict")
         x = _as_tensor(x).to(device=self.scale.device, dtype=self.scale.dtype)
         n = self.scale.numel()
-        # The normalised dimensions are the trailing ones whose sizes multiply to n.
-        if n > 1 and not any(int(np.prod(x.shape[k:])) == n for k in range(x.ndim)):
+        # The normalised dimensions are the trailing ones whose sizes multiply to n. Searched from the last axis
+        # so that the (possibly symbolic, when exporting) batch axis is never read.
+        if n > 1 and not any(int(np.prod(x.shape[k:])) == n for k in reversed(range(x.ndim))):
             raise ValueError(f"cannot normalize shape {tuple(x.shape)}: no trailing dims hold {n} values")
         flat = x.reshape(-1, n)
         out = flat * self.scale + self.offset if forward else (flat - self.offset) / self.scale
@@ -196,6 +207,7 @@ class LinearNormalizer(nn.Module):
 # ---------------------------------------------------------------------- DP's fixed normalizers
 def array_to_stats(array: np.ndarray) -> dict[str, np.ndarray]:
     """Per-dimension stats over the first axis."""
+    _check_finite(_as_tensor(array))
     return {"min": array.min(0), "max": array.max(0), "mean": array.mean(0), "std": array.std(0)}
 
 

@@ -146,5 +146,8 @@ class ActionTransformer(nn.Module):
         memory = self.cond_encoder(self.drop(torch.cat(tokens, dim=1) + self.cond_pos_emb))
 
         x = self.drop(self.input_emb(sample) + self.pos_emb)
-        x = self.decoder(x, memory, tgt_mask=self.self_attn_mask, memory_mask=self.memory_mask)
+        # Saying whether the mask is causal (torch would otherwise compare it with a causal mask, a data-dependent
+        # check that torch.export cannot trace) keeps one graph for export; it is what torch detects anyway.
+        x = self.decoder(x, memory, tgt_mask=self.self_attn_mask, memory_mask=self.memory_mask,
+                         tgt_is_causal=self.self_attn_mask is not None)
         return self.head(self.ln_f(x))

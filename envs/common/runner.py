@@ -4,7 +4,7 @@ An evaluation is a list of episodes, each started either from a seed (the env's 
 initial state (for the "train" episodes, the initial states of dataset episodes). Episodes run in chunks of
 ``n_envs`` on a gymnasium ``AsyncVectorEnv`` (or ``SyncVectorEnv``); every member is a ``MultiStepWrapper`` around
 a ``VideoRecorder`` around the task's env. The score of an episode is its maximum reward, and ``<prefix>/mean_score``
-is the mean over the episodes of that prefix.
+is the mean over the episodes of that prefix. A non-finite action stops the run with an error: it is not scored.
 
 What a task supplies is small: a picklable ``env_fn`` returning its single env, whose ``reset`` honours a pending
 ``reset_state`` attribute (set per worker through ``set_attr``), and the observation key names the policy expects.
@@ -110,6 +110,7 @@ class VectorEnvRunner:
             raise ValueError(f"VectorEnvRunner: video_format must be 'mp4' or 'gif', got {video_format!r}")
         if not episodes:
             raise ValueError("VectorEnvRunner: no episodes to run")
+        self.env_fn = env_fn  # one bare env of the task (the control runtime drives it step by step)
         self.episodes = list(episodes)
         self.n_envs = min(n_envs or len(self.episodes), len(self.episodes))
         self.n_obs_steps = n_obs_steps
@@ -164,6 +165,7 @@ class VectorEnvRunner:
                 action = action.detach().cpu().numpy() if torch.is_tensor(action) else np.asarray(action)
                 if action.shape[0] != self.n_envs or action.ndim != 3:
                     raise ValueError(f"VectorEnvRunner: policy returned actions of shape {action.shape}, expected ({self.n_envs}, Ta, Da)")
+                self._check_finite(action, members)
                 obs, reward, terminated, truncated, info = self.env.step(action[:, : self.n_action_steps])
                 # Finished members are auto-reset by the vector env and run on; only their episode counts.
                 max_reward = np.where(done, max_reward, np.maximum(max_reward, reward))
@@ -176,6 +178,16 @@ class VectorEnvRunner:
         if self.summarize is not None:
             log.update(self.summarize([ep.prefix for ep in self.episodes], final_infos))
         return log
+
+    @staticmethod
+    def _check_finite(action: np.ndarray, members: list[Episode]) -> None:
+        """A non-finite action would be clipped or ignored by the env and still scored; stop instead."""
+        finite = np.isfinite(action).all(axis=(1, 2))
+        if not finite.all():
+            episodes = sorted({f"{members[i].prefix} seed {members[i].seed}" for i in np.flatnonzero(~finite)})
+            raise FloatingPointError(f"VectorEnvRunner: the policy returned non-finite actions (NaN or inf) in "
+                                     f"{', '.join(episodes)}; stopped without a score (its weights or observations "
+                                     "hold non-finite values?)")
 
     def _video_path(self, episode: Episode) -> Path | None:
         if self.output_dir is None:

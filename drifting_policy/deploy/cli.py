@@ -1,0 +1,177 @@
+"""``drifting-policy export | serve | control``: a trained policy onto a robot controller.
+
+    drifting-policy export checkpoint=pretrained/pusht_lowdim_drifting format=onnx out=pusht.onnx
+    drifting-policy serve checkpoint=pretrained/pusht_lowdim_drifting port=8000 [api_key=...] [backend=onnx]
+    drifting-policy control server=ws://127.0.0.1:8000 task=pusht_lowdim rate_hz=10 episodes=10 mode=replace
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Option:
+    kind: type
+    default: object
+    help: str
+    choices: tuple = ()
+
+
+COMMON = {"checkpoint": Option(str, None, "run folder, pretrained folder (config.json + model.safetensors) or .ckpt"),
+          "which": Option(str, "last", "for a run folder: its pretrained/<which> export", ("last", "best"))}
+OPTIONS = {
+    "export": {
+        **COMMON,
+        "format": Option(str, "onnx", "onnx (onnxruntime, TensorRT, ...) or pt2 (torch.export's ExportedProgram)",
+                         ("onnx", "pt2")),
+        "out": Option(str, None, "file to write (default: <checkpoint name>.<format> in the current folder)"),
+        "tolerance": Option(float, 1e-4, "largest allowed difference to torch, in normalised action units"),
+    },
+    "serve": {
+        **COMMON,
+        "checkpoint": Option(str, None, "as for export, or an exported .onnx file"),
+        "host": Option(str, "127.0.0.1", "address to bind; anything but loopback should have an api_key"),
+        "port": Option(int, 8000, "TCP port (0: any free port)"),
+        "api_key": Option(str, None, "require 'Authorization: Api-Key <key>' from clients"),
+        "backend": Option(str, "torch", "torch, or onnx (onnxruntime; a torch checkpoint is exported first)",
+                          ("torch", "onnx")),
+        "device": Option(str, "cpu", "torch backend's device"),
+        "seed": Option(int, None, "seed of the server's noise (for reproducible chunks send the noise instead)"),
+        "max_message_mb": Option(float, 16.0, "largest request answered; 4x this closes the connection"),
+    },
+    "control": {
+        "server": Option(str, "ws://127.0.0.1:8000", "policy server address"),
+        "api_key": Option(str, None, "the server's API key"),
+        "task": Option(str, None, "task config whose simulator to drive (default: the policy's task)"),
+        "rate_hz": Option(float, None, "control rate (default: the policy's)"),
+        "episodes": Option(int, 10, "test episodes, seeds seed, seed + 1, ..."),
+        "seed": Option(int, 100000, "first test seed (DP's test seeds start at 100000)"),
+        "mode": Option(str, "replace", "chunk hand-over", ("sync", "replace", "ensemble")),
+        "threshold": Option(str, "auto", "replace mode: actions left when the next chunk is requested, or auto"),
+        "max_steps": Option(int, None, "stop each episode after this many steps"),
+        "videos": Option(int, 2, "record the first N episodes"),
+        "output_dir": Option(str, "outputs/control", "where the summary and videos go"),
+    },
+}
+
+
+def usage(command: str) -> str:
+    lines = [f"drifting-policy {command} key=value ...", ""]
+    for key, option in OPTIONS[command].items():
+        choices = f" (one of {', '.join(option.choices)})" if option.choices else ""
+        lines.append(f"  {key}={option.default if option.default is not None else '...'}  {option.help}{choices}")
+    return "\n".join([__doc__.strip(), "", *lines])
+
+
+def parse_options(command: str, args: list[str]) -> dict:
+    """key=value arguments into typed options; any mistake is one line naming the key and what is allowed."""
+    schema, options = OPTIONS[command], {key: option.default for key, option in OPTIONS[command].items()}
+    for item in args:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise SystemExit(f"drifting-policy {command}: expected key=value, got {item!r} (see --help)")
+        if key not in schema:
+            raise SystemExit(f"drifting-policy {command}: unknown option {key!r}; options: {', '.join(schema)}")
+        option = schema[key]
+        try:
+            value = text.lower() in ("1", "true", "yes") if option.kind is bool else option.kind(text)
+        except ValueError:
+            raise SystemExit(f"drifting-policy {command}: {key}={text!r} is not a {option.kind.__name__}") from None
+        if option.choices and value not in option.choices:
+            raise SystemExit(f"drifting-policy {command}: {key}={text!r}; allowed: {', '.join(option.choices)}")
+        options[key] = value
+    return options
+
+
+def export(options: dict) -> None:
+    from drifting_policy.deploy.export import check_parity, export_policy, policy_spec
+    from drifting_policy.deploy.load import load_torch_policy
+
+    if options["checkpoint"] is None:
+        raise SystemExit("drifting-policy export: checkpoint=<run dir | pretrained dir | .ckpt> is required")
+    policy, cfg, name = load_torch_policy(options["checkpoint"], options["which"])
+    spec = policy_spec(policy, cfg, name)
+    out = Path(options["out"] or f"{name}.{options['format']}")
+    export_policy(policy, spec, out, options["format"])
+    data_units, normalized = check_parity(policy, spec, out)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB): observations "
+          f"{ {k: (spec.n_obs_steps, *v['shape']) for k, v in spec.observation.items()} }, noise "
+          f"{ {k: tuple(v) for k, v in spec.noise.items()} } -> action ({spec.n_action_steps}, {spec.action_dim}) "
+          f"at {spec.control_rate_hz:g} Hz, batch axis dynamic")
+    print(f"parity with torch (batches of 1 and 3, random observations and noise): max abs difference "
+          f"{data_units:.3g} in data units, {normalized:.3g} in normalised units (tolerance {options['tolerance']:g})")
+    if not normalized <= options["tolerance"]:
+        out.unlink()
+        raise SystemExit(f"export parity {normalized:.3g} is above the tolerance {options['tolerance']:g}; "
+                         f"{out} was removed")
+
+
+def serve(options: dict) -> None:
+    from drifting_policy.deploy.load import load_backend
+    from drifting_policy.deploy.server import PolicyServer
+
+    if options["checkpoint"] is None:
+        raise SystemExit("drifting-policy serve: checkpoint=<run dir | pretrained dir | .ckpt | .onnx> is required")
+    backend, spec = load_backend(options["checkpoint"], options["backend"], options["device"], options["seed"],
+                                 options["which"])
+    PolicyServer(backend, spec, options["host"], options["port"], options["api_key"],
+                 int(options["max_message_mb"] * 2**20)).run()
+
+
+def control(options: dict) -> None:
+    from tqdm import tqdm
+
+    from drifting_policy.deploy.client import PolicyClient
+    from drifting_policy.deploy.runtime import ControlLoop, summarize
+    from drifting_policy.deploy.tasks import task_env
+    from envs.common.video import VideoRecorder
+
+    threshold = options["threshold"]
+    if threshold != "auto":
+        if not threshold.isdigit():
+            raise SystemExit(f"drifting-policy control: threshold={threshold!r}; allowed: auto or an int >= 0")
+        threshold = int(threshold)
+    client = PolicyClient(options["server"], options["api_key"])
+    spec = client.spec
+    env_fn, seeds = task_env(options["task"] or spec.task, spec, options["episodes"], options["seed"])
+    loop = ControlLoop(client, options["rate_hz"], options["mode"], threshold)
+    output_dir = Path(options["output_dir"])
+    results = []
+    env = VideoRecorder(env_fn(), fps=round(loop.rate_hz))
+    try:
+        for i, seed in enumerate(tqdm(seeds, desc=f"control at {loop.rate_hz:g} Hz")):
+            env.video_path = str(output_dir / "media" / f"test_{seed}.mp4") if i < options["videos"] else None
+            results.append(loop.run_episode(env, seed, options["max_steps"]))
+    finally:
+        env.close()
+        loop.close()
+        client.close()
+    summary = {"server": options["server"], "mode": options["mode"], "rate_hz": loop.rate_hz,
+               **summarize(results), "scores": {r.seed: r.score for r in results}}
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tmp = output_dir / ".control_log.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(tmp, output_dir / "control_log.json")
+    print(f"score {summary['mean_score']:.3f} over {summary['episodes']} episodes ({spec.task}, mode={options['mode']}, "
+          f"{summary['chunks']} chunks); rate {summary['achieved_rate_hz']:.2f} Hz (asked {loop.rate_hz:g}); "
+          f"deadline misses {summary['deadline_misses']}, underruns {summary['underruns']}, dropped actions "
+          f"{summary['dropped_actions']}; round trip p50 {summary['round_trip_ms_p50']:.1f} ms, p90 "
+          f"{summary['round_trip_ms_p90']:.1f} ms, p99 {summary['round_trip_ms_p99']:.1f} ms")
+    print(f"wrote {output_dir / 'control_log.json'}" + (f" and videos in {output_dir / 'media'}"
+                                                        if options["videos"] else ""))
+
+
+def main(command: str, args: list[str]) -> None:
+    if any(arg in ("-h", "--help", "help") for arg in args):
+        print(usage(command))
+        return
+    options = parse_options(command, args)
+    {"export": export, "serve": serve, "control": control}[command](options)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2:])

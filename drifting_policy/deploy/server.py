@@ -1,0 +1,231 @@
+"""A policy server that speaks openpi's websocket protocol, so ``openpi-client`` works unchanged.
+
+    drifting-policy serve checkpoint=pretrained/pusht_lowdim_drifting port=8000 [api_key=...] [backend=onnx]
+
+Protocol (openpi's): on connect the server sends one binary frame, the metadata (the policy's spec: observation
+keys, per-step shapes and dtypes, the action chunk (Ta, Da) and its bounds, To, the control rate, the model's
+name and type). Then each request is one binary frame, a msgpack-numpy map of observations, and each reply one
+binary frame ``{"actions": (Ta, Da) float32, "policy_timing": {"infer_ms"}, "server_timing": {"infer_ms",
+"queue_ms", "prev_total_ms"}}``; only ``actions`` is an array, so openpi's ``ActionChunkBroker`` slices it right.
+A request holds each observation key either stacked, (To, *shape), or as one step, (*shape): then the server
+keeps the connection's last To steps (the first repeated after a reset) as ``select_action`` does. Optional
+keys: the policy's noise inputs (for reproducible chunks) and ``reset`` (a bool, clears that history).
+
+Where it does better than openpi's server: the ``Authorization: Api-Key <key>`` header that openpi's client sends
+is checked (a missing or wrong key is refused at the handshake with HTTP 401); inference runs on a worker thread,
+so health checks and other connections stay responsive; ``GET /healthz`` answers 200 only after a warm-up
+inference (503 before); a bad request gets a text frame naming what was expected (openpi's client raises it as
+``RuntimeError``) and the connection keeps serving; nothing is unpickled; it binds 127.0.0.1 unless told
+otherwise. A frame over ``max_message_bytes`` is answered with an error; one over four times that is refused by
+the websocket layer itself, which closes the connection (code 1009), so no client can make the server hold more.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
+
+import numpy as np
+from websockets.asyncio.server import serve
+from websockets.exceptions import ConnectionClosed
+
+from drifting_policy.deploy import wire
+from drifting_policy.deploy.spec import (
+    ObservationError,
+    PolicySpec,
+    StepHistory,
+    check_array,
+    check_keys,
+    example_inputs,
+)
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+RESET_KEY = "reset"
+MAX_MESSAGE_BYTES = 16 * 2**20
+
+
+def request_to_batch(spec: PolicySpec, request, history: StepHistory) -> tuple[dict, dict | None]:
+    """One request -> a batch of one ({key: (1, To, *shape)}, noise {name: (1, *shape)} or None). Everything
+    is checked before the connection's step history changes, so a bad request leaves no trace."""
+    check_keys(spec, request, extra=(RESET_KEY,))
+    reset = request.get(RESET_KEY, False)
+    if not isinstance(reset, (bool, np.bool_)):
+        raise ObservationError(f"'{RESET_KEY}' must be a bool; got {type(reset).__name__}")
+    forms = {}
+    for key in spec.observation:
+        shape, value = spec.observation_shape(key), request[key]
+        ndim = getattr(value, "ndim", None)
+        forms[key] = "step" if ndim == len(shape) else "stacked" if ndim == len(shape) + 1 else None
+        if forms[key] is None:
+            raise ObservationError(f"{key!r} must be stacked, shape ({spec.n_obs_steps}, "
+                                   f"{', '.join(map(str, shape))}), or one step, shape {tuple(shape)}; got "
+                                   f"{getattr(value, 'shape', type(value).__name__)}")
+    if len(set(forms.values())) > 1:
+        raise ObservationError(f"send every observation key stacked or every key as one step; got {forms}")
+    stacked = forms[next(iter(forms))] == "stacked"
+    leading = (spec.n_obs_steps,) if stacked else ()
+    obs = {key: check_array(key, request[key], (*leading, *spec.observation_shape(key))) for key in spec.observation}
+    noise = {name: check_array(name, request[name], tuple(shape))[None]
+             for name, shape in spec.noise.items() if name in request}
+    if reset:
+        history.reset()
+    if not stacked:
+        obs = history.push(obs)
+    return {key: value[None] for key, value in obs.items()}, (noise or None)
+
+
+class PolicyServer:
+    """Serves ``backend.predict(obs, noise) -> (B, Ta, Da)`` (a ``TorchBackend`` or an ``OnnxPolicy``)."""
+
+    def __init__(self, backend, spec: PolicySpec, host: str = "127.0.0.1", port: int = 8000,
+                 api_key: str | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES, quiet: bool = False):
+        self.backend, self.spec = backend, spec
+        self.host, self.port, self.api_key = host, port, api_key or None
+        self.max_message_bytes = max_message_bytes
+        self.quiet = quiet
+        self.metadata = {**spec.to_dict(), "server": "drifting-policy", "request_forms": ["stacked", "step"],
+                         "optional_keys": [*spec.noise, RESET_KEY]}
+        # One worker: requests from every connection queue for the policy, the event loop never waits on it.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy")
+        self.ready = False
+        self.bound_port: int | None = None
+        self.requests_served = 0
+        self.errors_sent = 0
+
+    def log(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=sys.stderr, flush=True)
+
+    # ------------------------------------------------------------------ handshake: health and authentication
+    def process_request(self, connection, request):
+        if request.path == "/healthz":
+            if self.ready:
+                return connection.respond(HTTPStatus.OK, "OK\n")
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "warming up\n")
+        if self.api_key is not None:
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Api-Key {self.api_key}".encode()):
+                self.log(f"refused a connection from {connection.remote_address}: missing or wrong API key")
+                return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong API key "
+                                          "(send the header 'Authorization: Api-Key <key>')\n")
+        return None
+
+    # ------------------------------------------------------------------ one connection
+    def _infer(self, obs: dict, noise: dict | None) -> tuple[np.ndarray, float, float]:
+        started = time.perf_counter()
+        actions = self.backend.predict(obs, noise)
+        return actions, started, time.perf_counter()
+
+    async def handle(self, connection) -> None:
+        loop = asyncio.get_running_loop()
+        history = StepHistory(self.spec.n_obs_steps)
+        prev_total_ms = 0.0
+        try:
+            await connection.send(wire.packb(self.metadata))
+            async for message in connection:
+                received = time.perf_counter()
+                try:
+                    if isinstance(message, str):
+                        raise wire.WireError("expected a binary frame holding a msgpack map; got a text frame")
+                    if len(message) > self.max_message_bytes:
+                        raise wire.WireError(f"message of {len(message)} bytes is over the limit of "
+                                             f"{self.max_message_bytes}")
+                    obs, noise = request_to_batch(self.spec, wire.unpackb(message), history)
+                except ValueError as error:  # WireError and ObservationError
+                    self.errors_sent += 1
+                    await connection.send(f"bad request: {error}")
+                    continue
+                actions, started, finished = await loop.run_in_executor(self.executor, self._infer, obs, noise)
+                infer_ms = (finished - started) * 1e3
+                reply = {"actions": np.ascontiguousarray(actions[0], dtype=np.float32),
+                         "policy_timing": {"infer_ms": infer_ms},
+                         "server_timing": {"infer_ms": (time.perf_counter() - received) * 1e3,
+                                           "queue_ms": (started - received) * 1e3, "prev_total_ms": prev_total_ms}}
+                await connection.send(wire.packb(reply))
+                self.requests_served += 1
+                prev_total_ms = (time.perf_counter() - received) * 1e3
+        except ConnectionClosed:
+            pass  # the client went away, possibly mid-request: nothing to answer
+
+    # ------------------------------------------------------------------ lifecycle
+    def warm_up(self) -> None:
+        """One inference before /healthz says ready, so the first real request does not pay for it."""
+        inputs = example_inputs(self.spec, 1)
+        obs = {key: inputs[key] for key in self.spec.observation}
+        noise = {name: inputs[name] for name in self.spec.noise} or None
+        self.backend.predict(obs, noise)
+
+    async def serve(self, stop: asyncio.Event, started: threading.Event | None = None) -> None:
+        if self.host not in LOOPBACK and self.api_key is None:
+            self.log(f"WARNING: serving on {self.host} without an API key: anyone who can reach this port can "
+                     "drive the policy; set api_key=...")
+        async with serve(self.handle, self.host, self.port, process_request=self.process_request,
+                         max_size=4 * self.max_message_bytes, compression=None) as server:
+            self.bound_port = server.sockets[0].getsockname()[1]
+            await asyncio.get_running_loop().run_in_executor(self.executor, self.warm_up)
+            self.ready = True
+            self.log(f"serving {self.spec.name} ({self.spec.policy_type}, {self.spec.task}) on "
+                     f"ws://{self.host}:{self.bound_port}; health: http://{self.host}:{self.bound_port}/healthz; "
+                     f"API key {'required' if self.api_key else 'not required'}")
+            if started is not None:
+                started.set()
+            await stop.wait()
+            self.ready = False
+        self.executor.shutdown(wait=True)
+        self.log(f"stopped after {self.requests_served} requests ({self.errors_sent} bad requests answered)")
+
+    def run(self) -> None:
+        """Serve until SIGINT or SIGTERM, then close every connection and let the running inference finish."""
+        async def main():
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await self.serve(stop)
+
+        asyncio.run(main())
+
+    def start_in_thread(self, timeout: float = 60.0) -> ServerThread:
+        """Serve from a background thread (tests, benchmarks, notebooks); ``stop()`` the handle when done."""
+        return ServerThread(self, timeout)
+
+
+class ServerThread:
+    def __init__(self, server: PolicyServer, timeout: float):
+        self.server = server
+        self.loop = asyncio.new_event_loop()
+        self._stop = asyncio.Event()
+        started, self.error = threading.Event(), None
+
+        def run():
+            asyncio.set_event_loop(self.loop)
+            try:
+                self.loop.run_until_complete(server.serve(self._stop, started))
+            except BaseException as error:  # reported to the thread that started us
+                self.error = error
+                started.set()
+
+        self.thread = threading.Thread(target=run, name="policy-server", daemon=True)
+        self.thread.start()
+        if not started.wait(timeout):
+            raise TimeoutError(f"the policy server did not start within {timeout} s")
+        if self.error is not None:
+            raise RuntimeError(f"the policy server failed to start: {self.error}") from self.error
+        self.port = server.bound_port
+        self.uri = f"ws://{server.host}:{self.port}"
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self._stop.set)
+        self.thread.join(timeout=30)
+        self.loop.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
