@@ -4,16 +4,49 @@ from __future__ import annotations
 
 import os
 import random
+import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 
 
+class CheckpointError(ValueError):
+    """A checkpoint or weights file that cannot be used: unreadable, truncated, or holding non-finite weights.
+    The message names the file (and the tensor)."""
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (a process of another user counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_orphan_temp_files(path: Path) -> list[Path]:
+    """Delete ``.<name>.tmp<PID>`` files beside ``path`` whose writer (PID) is gone: a writer killed between
+    ``torch.save`` and the rename leaves one, and nothing else would ever remove it."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.tmp(\d+)")
+    removed = []
+    if path.parent.is_dir():
+        for candidate in path.parent.iterdir():
+            match = pattern.fullmatch(candidate.name)
+            if match and int(match.group(1)) != os.getpid() and not process_alive(int(match.group(1))):
+                candidate.unlink(missing_ok=True)
+                removed.append(candidate)
+    return removed
+
+
 def atomic_save(obj, path: str | Path) -> Path:
     """torch.save to a temporary file in the same folder, then rename: a crash never leaves a torn file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_orphan_temp_files(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     torch.save(obj, tmp)
     os.replace(tmp, path)
@@ -22,11 +55,38 @@ def atomic_save(obj, path: str | Path) -> Path:
 
 def load(path: str | Path, map_location="cpu") -> dict:
     """Load a checkpoint of ours. It holds numpy and python random states besides tensors, hence
-    weights_only=False: load only checkpoints you trust, as with any pickle."""
+    weights_only=False: load only checkpoints you trust, as with any pickle. A damaged file raises
+    ``CheckpointError`` naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as error:  # a truncated or corrupted file fails anywhere in zip reading or unpickling
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: "
+                              f"{str(error).splitlines()[0] if str(error) else 'no detail'})") from error
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a checkpoint dict, found a {type(state).__name__}")
+    return state
+
+
+def first_non_finite(tensors: Mapping[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor holding NaN or inf, or None."""
+    for name, value in tensors.items():
+        if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return name
+    return None
+
+
+def check_finite_weights(tensors: Mapping[str, torch.Tensor], source: str | Path) -> None:
+    """Raise ``CheckpointError`` naming ``source`` and the tensor when loaded weights hold NaN or inf (a damaged
+    file loads without complaint but makes every action NaN)."""
+    name = first_non_finite(tensors)
+    if name is not None:
+        value = tensors[name]
+        bad = int((~torch.isfinite(value)).sum())
+        raise CheckpointError(f"{source}: weights {name!r} hold {bad} non-finite value(s) of {value.numel()}; "
+                              "the file is damaged or the run diverged")
 
 
 def rng_state() -> dict:

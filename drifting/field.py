@@ -60,6 +60,35 @@ def _check_inputs(gen, pos, neg, weight_gen, weight_pos, weight_neg, temperature
         raise ValueError(f"temperatures must be a non-empty sequence of positive numbers; got {temperatures!r}")
 
 
+def _inside_functorch_transform() -> bool:
+    """Under vmap (the policy's per-observation calls) a Python branch on a value is not allowed."""
+    return torch._C._functorch.peek_interpreter_stack() is not None
+
+
+def _refuse_non_finite(scale: torch.Tensor, inputs: Mapping[str, torch.Tensor | None]) -> None:
+    """Raise FloatingPointError naming the inputs that hold NaN or inf, when the call's feature scale is not finite.
+
+    The scale is a reduction over every distance and weight of the call, so it is finite exactly when they are:
+    reading it is the only check on the common path (no extra reduction; one host sync on a GPU). The inputs are
+    searched only once it fails."""
+    if _inside_functorch_transform() or bool(torch.isfinite(scale)):
+        return
+    culprits = []
+    for name, value in inputs.items():
+        if value is None:
+            continue
+        bad = ~torch.isfinite(value.detach())
+        if bool(bad.any()):
+            groups = bad.reshape(bad.shape[0], -1).any(dim=1).nonzero().flatten().tolist()
+            culprits.append(f"{name} ({int(bad.sum())} of {value.numel()} values, in group(s) {groups[:5]}"
+                            f"{'...' if len(groups) > 5 else ''})")
+    if culprits:
+        raise FloatingPointError(f"drift_loss: non-finite values in {'; '.join(culprits)}; every group's loss would "
+                                 "be NaN, since one feature scale is shared by the whole call")
+    raise FloatingPointError(f"drift_loss: the feature scale is {float(scale)} although every input is finite "
+                             "(distances beyond float32's range, or all weights 0)")
+
+
 def _log_affinity(logits: torch.Tensor, kernel_norm: str, affinity_floor: float) -> torch.Tensor:
     """Log kernel weights from logits [B, G, T]; ``affinity_floor`` bounds the *squared* affinity from below.
 
@@ -213,12 +242,20 @@ def drift_loss(
                           that are far from every positive toward the positives' centroid: turn it off when
                           generated samples can start far from the data, or with few positives per group.
       self_mask           added to the (normalized) self-distance of each generated sample
+
+    Non-finite inputs: one NaN anywhere would make every group's loss NaN (the feature scale is shared), so a call
+    whose scale is not finite raises FloatingPointError naming the inputs (gen, pos, neg, weights) and groups that
+    hold NaN or inf. The check reads one scalar the loss computes anyway: no extra reduction, but on a GPU one host
+    synchronization per call (the CPU waits for the scale before queuing more work). Inside torch.func transforms
+    (vmap: the drifting policy's per-observation calls) it is skipped and the loss is NaN.
     """
     _check_inputs(gen, pos, neg, weight_gen, weight_pos, weight_neg, temperatures, kernel_norm)
     coord_scale, force, info = _drift(
         gen, pos, neg, weight_gen, weight_pos, weight_neg, temperatures, kernel_norm,
         attraction, repulsion, normalize_features, normalize_drift, affinity_floor, self_mask,
     )
+    _refuse_non_finite(info["scale"], {"gen": gen, "pos": pos, "neg": neg, "weight_gen": weight_gen,
+                                       "weight_pos": weight_pos, "weight_neg": weight_neg})
     gen_scaled = gen.float() / coord_scale
     goal = gen_scaled.detach() + force
     loss = (gen_scaled - goal).square().mean(dim=(1, 2))
@@ -270,12 +307,15 @@ def feature_drift_loss(
         n, Ln = _groups(neg[key], key, "neg") if neg is not None else (None, L)
         if Lp != L or Ln != L:
             raise ValueError(f"feature {key!r}: gen, pos and neg must have the same number of locations")
-        loss, key_info = drift_loss(
-            g, p, n,
-            weight_gen=_per_location(weight_gen, L), weight_pos=_per_location(weight_pos, L),
-            weight_neg=_per_location(weight_neg, L),
-            **options,
-        )
+        try:
+            loss, key_info = drift_loss(
+                g, p, n,
+                weight_gen=_per_location(weight_gen, L), weight_pos=_per_location(weight_pos, L),
+                weight_neg=_per_location(weight_neg, L),
+                **options,
+            )
+        except FloatingPointError as error:
+            raise FloatingPointError(f"feature {key!r}: {error}") from None
         loss = loss.view(-1, L).mean(dim=1)
         total = loss if total is None else total + loss
         info.update({f"{key}/{name}": value for name, value in key_info.items()})

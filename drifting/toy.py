@@ -297,6 +297,9 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--floor", action="store_true", help="fig3 with the released affinity floor (1e-6)")
     args = parser.parse_args(argv)
+    for name in ("steps", "seeds", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1; got {getattr(args, name)}")
     # Far-apart samples give affinities in float32's denormal range, which CPUs compute many times slower;
     # flushing them to zero changes nothing measurable here (a whole-program setting, so it is set here, not
     # in the core).

@@ -3,6 +3,10 @@
 ``<run>/checkpoints/latest.ckpt`` holds everything needed to resume exactly; the best ``k`` epochs by
 ``test/mean_score`` are kept beside it as ``epoch=0050-test_mean_score=0.912.ckpt`` (Diffusion Policy's names).
 ``<run>/pretrained/{best,last}/`` hold the EMA policy exported with ``save_pretrained``.
+
+A scored epoch's top-k file is written before ``latest.ckpt`` (which is then copied from it): a run killed between
+the two resumes from the previous ``latest.ckpt``, repeats the epoch and writes the same top-k file again, so no
+epoch's top-k checkpoint is lost. Temporary files a killed run leaves behind are removed when it resumes.
 """
 from __future__ import annotations
 
@@ -11,8 +15,12 @@ import re
 import shutil
 from pathlib import Path
 
+from drifting.checkpoint import atomic_save
 
 TOPK_PATTERN = re.compile(r"epoch=(\d+)-test_mean_score=(-?\d+\.\d+)\.ckpt")
+# What atomic writes leave when killed: .latest.ckpt.tmp<PID>, .run_info.json.tmp, config.yaml.tmp, .last.old, ...
+TEMP_PATTERN = re.compile(r"\..+\.(tmp\d*|old)|.+\.tmp")
+RUN_SUBFOLDERS = ("", "checkpoints", "pretrained", ".hydra")
 
 
 def atomic_copy(src: str | Path, dst: str | Path) -> Path:
@@ -42,9 +50,23 @@ def atomic_save_pretrained(policy, directory: str | Path, extra_files: dict[str,
     return directory
 
 
+def remove_temp_files(run_dir: str | Path) -> list[Path]:
+    """Delete the temporary files and folders of atomic writes in a run folder. Only for the run's owner (the
+    holder of its lock): a live writer's temporary file would go too."""
+    removed = []
+    for folder in (Path(run_dir) / name for name in RUN_SUBFOLDERS):
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            if TEMP_PATTERN.fullmatch(path.name):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+                removed.append(path)
+    return removed
+
+
 class TopKCheckpoints:
-    """Keeps the ``k`` highest-scoring checkpoints in ``directory``; its memory is the file names themselves, so
-    a resumed run continues the same ranking."""
+    """Keeps the ``k`` highest-scoring checkpoints in ``directory`` (on equal scores the earlier epoch); its memory
+    is the file names themselves, so a resumed run continues the same ranking."""
 
     def __init__(self, directory: str | Path, k: int = 5):
         self.directory, self.k = Path(directory), k
@@ -59,22 +81,39 @@ class TopKCheckpoints:
                 found[path] = float(match.group(2))
         return found
 
+    def by_epoch(self) -> list[Path]:
+        """The kept checkpoints, newest epoch first."""
+        return sorted(self.scores(), key=lambda path: int(TOPK_PATTERN.fullmatch(path.name).group(1)), reverse=True)
+
     def path_for(self, epoch: int, score: float) -> Path:
         return self.directory / f"epoch={epoch:04d}-test_mean_score={score:.3f}.ckpt"
 
-    def add(self, source: str | Path, epoch: int, score: float) -> Path | None:
-        """Copy ``source`` in as this epoch's checkpoint if it ranks in the top k; drop the one it displaces."""
+    def _ranked(self) -> list[Path]:
+        """Best first; on equal scores the earlier epoch first."""
+        return sorted(self.scores(), key=lambda path: (-float(TOPK_PATTERN.fullmatch(path.name).group(2)),
+                                                       int(TOPK_PATTERN.fullmatch(path.name).group(1))))
+
+    def ranks(self, epoch: int, score: float) -> bool:
+        """Whether this epoch's checkpoint belongs among the best k (a file of the same name, left by a run killed
+        before it wrote latest.ckpt, does not count against it)."""
         if self.k <= 0:
-            return None
-        kept = self.scores()
-        worst = min(kept, key=kept.get) if len(kept) >= self.k else None
-        if worst is not None and score <= kept[worst]:
-            return None
-        path = atomic_copy(source, self.path_for(epoch, score))
-        if worst is not None and worst != path:
-            worst.unlink()
-        return path
+            return False
+        own = self.path_for(epoch, score)
+        others = [path for path in self._ranked() if path != own]
+        return len(others) < self.k or score > float(TOPK_PATTERN.fullmatch(others[self.k - 1].name).group(2))
+
+    def save(self, state: dict, epoch: int, score: float) -> Path | None:
+        """Write ``state`` as this epoch's checkpoint if it ranks among the best k; ``prune`` then drops the one it
+        displaces."""
+        return atomic_save(state, self.path_for(epoch, score)) if self.ranks(epoch, score) else None
+
+    def prune(self) -> list[Path]:
+        """Delete every checkpoint beyond the best k."""
+        dropped = self._ranked()[max(self.k, 0):]
+        for path in dropped:
+            path.unlink(missing_ok=True)
+        return dropped
 
     def best(self) -> Path | None:
-        kept = self.scores()
-        return max(kept, key=kept.get) if kept else None
+        ranked = self._ranked()
+        return ranked[0] if ranked else None

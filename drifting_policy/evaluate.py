@@ -6,6 +6,10 @@
   ``from_pretrained``; the task comes from the ``train_config.yaml`` the workspace writes beside it, or from
   ``task=<name> policy=<name>`` for directories exported elsewhere;
 * a ``.ckpt`` file of a run: the policy is built from the saved config and given the EMA weights.
+
+``seed`` (default: the run's ``training.rollout_seed``, as its in-training rollouts used) seeds the policy's
+sampling noise: the same checkpoint, seed and episodes give the same score. Weights holding NaN or inf are refused
+when loaded, and the runner stops on a non-finite action rather than score it.
 """
 from __future__ import annotations
 
@@ -17,14 +21,17 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from drifting.checkpoint import CheckpointError, check_finite_weights
 from drifting.checkpoint import load as load_checkpoint
-from drifting_policy.config import compose_train_config, load_config
-from drifting_policy.workspace import numeric_items, resolve_device
+from drifting_policy.config import compose_train_config, device_problem, load_config
+from drifting_policy.errors import ConfigError
+from drifting_policy.workspace import first_line, instantiate, numeric_items, resolve_device, seeded_rng
 
 # Keys of `eval` itself; any other key without a dot is an env-runner argument (n_test=50 ->
 # task.env_runner.n_test, or task.env_runner.episodes.n_test where the runner takes its episodes from a factory:
 # see `runner_key`).
-EVAL_KEYS = ("checkpoint", "output_dir", "device", "which", "task", "policy")
+EVAL_KEYS = ("checkpoint", "output_dir", "device", "which", "task", "policy", "seed")
+WHICH = ("best", "last")  # a run directory's exports
 
 
 def split_overrides(overrides: list[str]) -> tuple[dict, list[str]]:
@@ -32,14 +39,21 @@ def split_overrides(overrides: list[str]) -> tuple[dict, list[str]]:
     options, rest = {}, []
     for item in overrides:
         if "=" not in item:
-            raise ValueError(f"expected key=value, got {item!r}")
+            raise ConfigError(f"eval: expected key=value, got {item!r}")
         key, value = item.split("=", 1)
         if key in EVAL_KEYS:
             options[key] = value
         else:
             rest.append(item)
     if "checkpoint" not in options:
-        raise ValueError("eval needs checkpoint=<run dir | pretrained dir | .ckpt file>")
+        raise ConfigError("eval needs checkpoint=<run dir | pretrained dir | .ckpt file>")
+    if options.get("which", "best") not in WHICH:
+        raise ConfigError(f"which={options['which']}: must be one of {', '.join(WHICH)} (the run's exports)")
+    if "seed" in options and not options["seed"].lstrip("-").isdigit():
+        raise ConfigError(f"seed={options['seed']}: must be an integer")
+    problem = device_problem(options.get("device", "auto"))
+    if problem:
+        raise ConfigError(f"device={options['device']}: {problem}")
     return options, rest
 
 
@@ -52,11 +66,11 @@ def runner_key(runner_cfg: DictConfig, key: str) -> str:
         if len(found) == 1:
             return found[0]
         if len(found) > 1:
-            raise ValueError(f"eval: runner argument {key!r} is ambiguous: {', '.join(found)}; give the dotted path")
+            raise ConfigError(f"eval: runner argument {key!r} is ambiguous: {', '.join(found)}; give the dotted path")
         level = [(f"{path}.{name}", value) for path, node in level for name, value in node.items_ex(resolve=False)
                  if isinstance(value, DictConfig)]
-    raise ValueError(f"eval: runner argument {key!r} is nowhere in task.env_runner; its keys: "
-                   f"{', '.join(map(str, runner_cfg.keys()))}")
+    raise ConfigError(f"eval: runner argument {key!r} is nowhere in task.env_runner; its keys: "
+                      f"{', '.join(map(str, runner_cfg.keys()))}")
 
 
 def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
@@ -69,11 +83,12 @@ def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
 
 
 def find_policy_source(path: Path, which: str = "best") -> Path:
-    """A run directory resolves to its exported policy; other paths are returned as they are."""
+    """A run directory resolves to its exported policy (``which``, else the other one); other paths are returned
+    as they are."""
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if path.is_dir() and not (path / "config.json").exists():
-        for name in (which, "last", "best"):
+        for name in (which, *(other for other in WHICH if other != which)):
             candidate = path / "pretrained" / name
             if (candidate / "config.json").exists():
                 return candidate
@@ -94,9 +109,16 @@ def load_policy(source: Path, options: dict) -> tuple[torch.nn.Module, DictConfi
     """The policy (EMA weights) and the run config it was trained with."""
     if source.is_file():
         state = load_checkpoint(source)
+        if "cfg" not in state or "policy" not in state:
+            raise CheckpointError(f"{source}: not a training checkpoint of this project (no 'cfg' or 'policy')")
         cfg = OmegaConf.create(state["cfg"])
-        policy = hydra.utils.instantiate(cfg.policy)
-        policy.load_state_dict(state["ema"]["model"] if state.get("ema") else state["policy"])
+        policy = instantiate(cfg.policy, f"{source}: policy")
+        weights = state["ema"]["model"] if state.get("ema") else state["policy"]
+        check_finite_weights(weights, source)
+        try:
+            policy.load_state_dict(weights)
+        except RuntimeError as error:
+            raise CheckpointError(f"{source}: the weights do not fit its policy ({first_line(error)})") from error
     else:
         if (source / "train_config.yaml").exists():
             cfg = load_config(source / "train_config.yaml")
@@ -109,6 +131,8 @@ def load_policy(source: Path, options: dict) -> tuple[torch.nn.Module, DictConfi
         if not hasattr(policy_class, "from_pretrained"):
             raise TypeError(f"policy._target_ {cfg.policy._target_} has no from_pretrained; cannot load {source}")
         policy = policy_class.from_pretrained(source)
+        # Every policy class, not only BasePolicy's from_pretrained, is held to finite weights.
+        check_finite_weights(policy.state_dict(), source)
     return policy, cfg
 
 
@@ -128,15 +152,16 @@ def evaluate(overrides: list[str]) -> dict:
         output_dir = root / "eval" / name if root else source.parent / f"eval_{name}"
     output_dir.mkdir(parents=True, exist_ok=True)
 
-    runner = hydra.utils.instantiate(cfg.task.env_runner, output_dir=str(output_dir))
+    seed = int(options.get("seed", OmegaConf.select(cfg, "training.rollout_seed", default=0)))
+    runner = instantiate(cfg.task.env_runner, "task.env_runner", output_dir=str(output_dir))
     try:
-        with torch.no_grad():
+        with torch.no_grad(), seeded_rng(seed):
             log = runner.run(policy)
     finally:
         if hasattr(runner, "close"):
             runner.close()
 
-    result = {"checkpoint": str(source), "task": cfg.task.name, **log}
+    result = {"checkpoint": str(source), "task": cfg.task.name, "seed": seed, **log}
     tmp = output_dir / ".eval_log.json.tmp"
     tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, output_dir / "eval_log.json")
@@ -150,7 +175,8 @@ def print_results(result: dict, output_dir: Path) -> None:
     for key in sorted(episodes, key=lambda k: (k.split("/")[0], int(k.rsplit("_", 1)[1]))):
         prefix, seed = key.split("/")[0], key.rsplit("_", 1)[1]
         print(f"  {prefix:5s} seed {seed:>7s}: {episodes[key]:.3f}")
-    for key in sorted(k for k in numbers if k not in episodes):
+    for key in sorted(k for k in numbers if k not in episodes and k != "seed"):
         print(f"{key}: {numbers[key]:.4f}")
+    print(f"seed: {result['seed']} (the policy's sampling noise; the same seed gives the same score)")
     videos = [value for key, value in result.items() if "video" in key]
     print(f"wrote {output_dir / 'eval_log.json'}" + (f" and {len(videos)} videos" if videos else ""))

@@ -3,12 +3,16 @@
 A line per training step holds ``train_loss``, ``global_step``, ``epoch`` and ``lr``; the last step of an epoch
 instead carries the epoch's mean ``train_loss`` and, when they ran, ``val_loss`` and the env runner's metrics
 (``test/mean_score``, ...).
+
+A line that is not a JSON object (a torn last line of a killed run, a damaged byte) is skipped by the readers and
+named by ``parse_json_log``; it never makes a reader or a resumed run drop the lines after it.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -25,32 +29,63 @@ def _plain(value):
     return value if math.isfinite(value) else None
 
 
+@dataclass
+class LogLine:
+    number: int  # 1-based, as editors count
+    raw: bytes  # as stored, with its newline if it has one
+    record: dict | None  # None: not a JSON object
+
+    @property
+    def step(self) -> int | None:
+        return None if self.record is None else self.record.get("global_step")
+
+
+def _record(raw: bytes) -> dict | None:
+    try:
+        record = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def parse_json_log(path: str | Path) -> list[LogLine]:
+    """Every line of a log, parsed where it can be."""
+    with open(path, "rb") as f:  # binary lines end at b"\n" only, and keep a damaged byte as it is
+        return [LogLine(number, raw, _record(raw)) for number, raw in enumerate(f, start=1)]
+
+
+def bad_line_message(path: str | Path, line: LogLine) -> str:
+    what = "an incomplete last line (a killed run?)" if not line.raw.endswith(b"\n") else "not a JSON object"
+    return f"{path}:{line.number}: {what}; skipped: {line.raw.strip()[:60].decode(errors='replace')!r}"
+
+
 def read_json_log(path: str | Path) -> list[dict]:
-    """All complete lines of a log; a half-written last line (a killed run) is skipped."""
-    records = []
-    with open(path) as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    return records
+    """The records of every readable line; the others are skipped (``parse_json_log`` names them)."""
+    return [line.record for line in parse_json_log(path) if line.record is not None]
 
 
 class JsonLogger:
-    """Appends lines to ``path``. ``resume_step`` drops lines from ``global_step >= resume_step`` (and any torn
-    line): they belong to steps the resumed run will take again from its checkpoint."""
+    """Appends lines to ``path``. ``resume_step`` drops the records from ``global_step >= resume_step`` (they
+    belong to steps the resumed run takes again from its checkpoint) and the unreadable lines among them; an
+    unreadable line before the last kept record stays where it is, so no earlier line is lost."""
 
     def __init__(self, path: str | Path, resume_step: int | None = None):
         self.path = Path(path)
-        if self.path.exists():
-            kept = read_json_log(self.path)
-            if resume_step is not None:
-                kept = [r for r in kept if r.get("global_step", -1) < resume_step]
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-            os.replace(tmp, self.path)
+        self.kept_bad_lines: list[LogLine] = []
+        if self.path.exists() and resume_step is not None:
+            self._truncate(resume_step)
         self.file = open(self.path, "a")
+
+    def _truncate(self, resume_step: int) -> None:
+        lines = parse_json_log(self.path)
+        kept_steps = [i for i, line in enumerate(lines) if line.step is not None and line.step < resume_step]
+        end = kept_steps[-1] + 1 if kept_steps else 0
+        kept = [line for line in lines[:end] if line.record is None or line.step is None or line.step < resume_step]
+        self.kept_bad_lines = [line for line in kept if line.record is None]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        # A complete record may still lack its newline (a run killed between the two): the next one must not join it.
+        tmp.write_bytes(b"".join(line.raw if line.raw.endswith(b"\n") else line.raw + b"\n" for line in kept))
+        os.replace(tmp, self.path)
 
     def log(self, record: dict) -> None:
         self.file.write(json.dumps({key: _plain(value) for key, value in record.items()}) + "\n")

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from drifting_policy.json_log import read_json_log
+from drifting_policy.json_log import bad_line_message, parse_json_log
 
 
 @dataclass
@@ -23,6 +24,7 @@ class RunScores:
     task: str
     policy: str
     scores: list[float]  # the metric at each evaluation, in order
+    bad_lines: list[str]  # the log's unreadable lines, named (file:line), which were skipped
 
     def max(self) -> float:
         return float(np.max(self.scores))
@@ -59,8 +61,12 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
 
 def load_run(run_dir: Path, key: str) -> RunScores:
     task, policy = run_identity(run_dir)
-    scores = [float(r[key]) for r in read_json_log(run_dir / "logs.json.txt") if r.get(key) is not None]
-    return RunScores(run_dir, task, policy, scores)
+    log_path = run_dir / "logs.json.txt"
+    lines = parse_json_log(log_path)
+    records = [line.record for line in lines if line.record is not None]
+    scores = [float(record[key]) for record in records if record.get(key) is not None]
+    bad_lines = [bad_line_message(log_path, line) for line in lines if line.record is None]
+    return RunScores(run_dir, task, policy, scores, bad_lines)
 
 
 def summarize(runs: list[RunScores], last: int = 10) -> list[dict]:
@@ -106,6 +112,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     except FileNotFoundError as error:
         parser.error(str(error))
     for run in runs:
+        for message in run.bad_lines:
+            print(f"warning: {message}", file=sys.stderr)
         if not run.scores:
             print(f"(no {args.key} in {run.run_dir / 'logs.json.txt'}; skipped)")
     rows = summarize(runs, args.last)

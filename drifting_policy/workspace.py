@@ -7,7 +7,11 @@ measured (every ``val_every``), a line goes to ``logs.json.txt`` and the checkpo
 
 Exact resume: ``latest.ckpt`` is written at epoch boundaries and holds the policy, EMA, optimizer, scheduler,
 counters and every rank's RNG states; the data order of an epoch depends only on ``(training.seed, epoch)``, so
-a resumed run repeats an uninterrupted one step for step.
+a resumed run repeats an uninterrupted one step for step. The run folder is the run: ``run_folder.plan_start``
+decides (reading only) whether training may start in it and from which checkpoint, and nothing is written there
+before that, the config checks, the data checks and the lock (``train.lock``) have passed. Rollouts sample
+under ``training.rollout_seed``, in a forked random state, so their scores repeat and the training stream is the
+same with or without them.
 
 Several GPUs: run the same command under ``torchrun --nproc_per_node=N``. ``dataloader.batch_size`` is the
 global batch, split evenly over the ranks; gradients are averaged by DistributedDataParallel; only rank 0
@@ -15,11 +19,13 @@ evaluates, logs and writes files.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
 import os
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -33,13 +39,14 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from drifting import EMA
-from drifting.checkpoint import atomic_save, rng_state, set_rng_state
-from drifting.checkpoint import load as load_checkpoint
-from drifting_policy.checkpoint import TopKCheckpoints, atomic_save_pretrained
+from drifting.checkpoint import CheckpointError, atomic_save, first_non_finite, rng_state, set_rng_state
+from drifting_policy.checkpoint import TopKCheckpoints, atomic_copy, atomic_save_pretrained, remove_temp_files
 from drifting_policy.config import check_train_config, save_config
-from drifting_policy.json_log import JsonLogger
+from drifting_policy.errors import ConfigError, DataError, RunFolderError, UserError
+from drifting_policy.json_log import JsonLogger, bad_line_message
 from drifting_policy.plots import plot_training_curves
 from drifting_policy.report import load_run
+from drifting_policy.run_folder import RunLock, StartPlan, plan_start, remove_run, stored_config
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -75,6 +82,44 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
+
+
+@contextlib.contextmanager
+def seeded_rng(seed: int):
+    """Torch's global random state seeded with ``seed`` inside and restored after, on the CPU and every CUDA device
+    (``manual_seed`` seeds them all): sampling in here (rollouts, evaluation) repeats for the same seed and leaves
+    the training stream as it was."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def first_line(error: BaseException) -> str:
+    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    return str(text).splitlines()[0] if str(text) else type(error).__name__
+
+
+def instantiate(node: DictConfig, name: str, **kwargs):
+    """``hydra.utils.instantiate``, with what is the user's to fix said in one line naming the config node: hydra
+    wraps whatever a constructor raises (a data error, a wrong argument) in a long InstantiationException."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as error:
+        cause = error
+        while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if isinstance(cause, UserError):
+            raise cause from None
+        if isinstance(cause, FileNotFoundError):
+            raise DataError(f"{name}: {first_line(cause)}", hint="a relative path in a task config is relative to "
+                            "the folder you start in; start in the repository, or override it with an absolute "
+                            "path (task.zarr_path=..., task.dataset_path=...)") from error
+        if isinstance(cause, (TypeError, ValueError, KeyError)):
+            raise ConfigError(f"{name}: {type(cause).__name__}: {first_line(cause)}") from error
+        raise
 
 
 def numeric_items(log: dict) -> dict:
@@ -157,7 +202,7 @@ class TrainWorkspace:
         cfg, device = self.cfg, self.device
         seed_everything(cfg.training.seed)  # same initial weights on every rank
 
-        self.dataset = hydra.utils.instantiate(cfg.task.dataset)
+        self.dataset = instantiate(cfg.task.dataset, "task.dataset")
         self.val_dataset = self.dataset.get_validation_dataset()
         batch_size = cfg.dataloader.batch_size
         if batch_size % self.dist.world_size:
@@ -175,7 +220,7 @@ class TrainWorkspace:
         val_kwargs = {**OmegaConf.to_container(cfg.val_dataloader, resolve=True), **pin, "shuffle": False}
         self.val_loader = DataLoader(self.val_dataset, **val_kwargs) if len(self.val_dataset) else None
 
-        self.policy = hydra.utils.instantiate(cfg.policy)
+        self.policy = instantiate(cfg.policy, "policy")
         self.policy.set_normalizer(self.dataset.get_normalizer())
         self.policy.to(device)
         # The EMA copy is taken after set_normalizer, so it carries the same normalizer.
@@ -200,7 +245,7 @@ class TrainWorkspace:
                                           num_training_steps=steps_per_epoch * cfg.training.num_epochs)
         self.env_runner = None
         if self.dist.is_main:
-            self.env_runner = hydra.utils.instantiate(cfg.task.env_runner, output_dir=str(self.run_dir))
+            self.env_runner = instantiate(cfg.task.env_runner, "task.env_runner", output_dir=str(self.run_dir))
         self.topk = TopKCheckpoints(self.run_dir / "checkpoints", k=cfg.checkpoint.topk)
 
     def build_optimizer(self) -> torch.optim.Optimizer:
@@ -223,7 +268,7 @@ class TrainWorkspace:
 
     def state_dict(self, rng_states: list[dict]) -> dict:
         return {
-            "cfg": OmegaConf.to_container(self.cfg, resolve=False),
+            "cfg": OmegaConf.to_container(stored_config(self.cfg), resolve=False),
             "policy": self.policy.state_dict(),
             "ema": None if self.ema is None else self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -234,15 +279,20 @@ class TrainWorkspace:
             "rng": rng_states,  # one per rank
         }
 
-    def resume(self) -> bool:
-        if not (self.cfg.training.resume and self.latest_path.is_file()):
+    def restore(self, plan: StartPlan) -> bool:
+        """Load the checkpoint ``plan`` resumes from (already read and checked by ``plan_start``)."""
+        if plan.resume_from is None:
             return False
-        state = load_checkpoint(self.latest_path)
-        self.policy.load_state_dict(state["policy"])
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        state = plan.state
+        try:
+            self.policy.load_state_dict(state["policy"])
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as error:
+            raise CheckpointError(f"{plan.resume_from}: does not fit this run's policy or optimizer "
+                                  f"({first_line(error)})") from error
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         self.best_score = state["best_score"]
         if len(state["rng"]) == self.dist.world_size:
@@ -252,20 +302,25 @@ class TrainWorkspace:
                   f"has {self.dist.world_size}: reseeding (the resumed run will not repeat the original exactly)")
             seed_everything(self.cfg.training.seed + 1000 * self.epoch + self.dist.rank)
         if self.dist.is_main:
-            print(f"Resumed from {self.latest_path} at epoch {self.epoch}, global step {self.global_step}")
+            print(f"Resumed from {plan.resume_from} at epoch {self.epoch}, global step {self.global_step}")
         return True
 
     def save(self, step_log: dict) -> None:
-        """latest.ckpt, the top-k copy when this epoch was scored, and the pretrained exports. Called by every rank
-        (they send their RNG states); only rank 0 writes."""
+        """pretrained/last, the top-k checkpoint when this epoch ranks, then latest.ckpt: latest.ckpt is written
+        last, so a run killed before it repeats the epoch and rewrites the others identically (no epoch's top-k
+        file is lost). Called by every rank (they send their RNG states); only rank 0 writes."""
         rng_states = self.dist.gather(rng_state())
         if not self.dist.is_main:
             return
-        atomic_save(self.state_dict(rng_states), self.latest_path)
+        state = self.state_dict(rng_states)
         self.export("last")
         score = step_log.get("test/mean_score")
-        if score is not None:
-            self.topk.add(self.latest_path, epoch=self.epoch - 1, score=float(score))
+        topk_path = None if score is None else self.topk.save(state, epoch=self.epoch - 1, score=float(score))
+        if topk_path is None:
+            atomic_save(state, self.latest_path)
+        else:
+            atomic_copy(topk_path, self.latest_path)
+        self.topk.prune()
 
     def eval_policy(self) -> nn.Module:
         return self.policy if self.ema is None else self.ema.model
@@ -274,7 +329,7 @@ class TrainWorkspace:
         """The evaluation (EMA) policy as ``<run>/pretrained/<name>/``, with the run's config beside it so that
         ``drifting-policy eval`` knows the task."""
         atomic_save_pretrained(self.eval_policy(), self.run_dir / "pretrained" / name,
-                               {"train_config.yaml": OmegaConf.to_yaml(self.cfg)})
+                               {"train_config.yaml": OmegaConf.to_yaml(stored_config(self.cfg))})
 
     # ------------------------------------------------------------------ logging
     def write_run_info(self) -> None:
@@ -283,7 +338,10 @@ class TrainWorkspace:
         info = {"task": self.cfg.task.name, "policy": self.cfg.policy._target_.rsplit(".", 1)[-1],
                 "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         if path.exists():
-            info.update(json.loads(path.read_text()))
+            try:
+                info.update(json.loads(path.read_text()))
+            except ValueError:
+                print(f"warning: {path} is not readable JSON; writing it afresh", file=sys.stderr)
         info.update(self.run_info)
         info.update(policy_target=self.cfg.policy._target_, seed=self.cfg.training.seed,
                     world_size=self.dist.world_size)
@@ -328,11 +386,13 @@ class TrainWorkspace:
     def rollout(self) -> dict:
         policy = self.eval_policy()
         policy.eval()
-        log = self.env_runner.run(policy)
+        seed = self.cfg.training.rollout_seed
+        with seeded_rng(seed):
+            log = self.env_runner.run(policy)
         if "test/mean_score" not in log:
             raise KeyError(f"the env runner {type(self.env_runner).__name__} returned no 'test/mean_score' "
                            f"(keys: {sorted(log)[:10]}...)")
-        return log
+        return {**log, "rollout_seed": seed}
 
     @torch.no_grad()
     def train_action_error(self, batch) -> float:
@@ -343,8 +403,7 @@ class TrainWorkspace:
         policy = self.eval_policy()
         policy.eval()
         obs = batch["obs"] if isinstance(batch["obs"], dict) else {"obs": batch["obs"]}
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(self.epoch)
+        with seeded_rng(self.epoch):
             predicted = policy.predict_action(obs)["action_pred"]
         return float(torch.nn.functional.mse_loss(predicted, batch["action"].to(predicted)))
 
@@ -354,9 +413,9 @@ class TrainWorkspace:
         loss_value = self.dist.mean(loss.detach()).item()
         if not math.isfinite(loss_value):
             raise NonFiniteLossError(
-                f"training loss is {loss_value} at global step {self.global_step} (epoch {self.epoch}); nothing was "
-                f"updated or saved for this step (checkpoints: {self.latest_path.parent}). Batch on rank "
-                f"{self.dist.rank}:\n  " + "\n  ".join(batch_statistics(batch)))
+                f"training loss is {loss_value} at global step {self.global_step} (epoch {self.epoch}): "
+                f"{self.non_finite_cause(batch)}; nothing was updated or saved for this step (checkpoints: "
+                f"{self.latest_path.parent}). Batch on rank {self.dist.rank}:\n  " + "\n  ".join(batch_statistics(batch)))
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -365,30 +424,42 @@ class TrainWorkspace:
             self.ema.update(self.policy)
         return loss_value
 
+    def non_finite_cause(self, batch) -> str:
+        """Where a non-finite loss comes from, as far as can be told without the loss's internals."""
+        tensors = {**dict(self.policy.named_parameters()), **dict(self.policy.named_buffers())}
+        name = first_non_finite(tensors)
+        if name is not None and "normalizer" in name:
+            return (f"the policy's normalizer holds non-finite values ({name}), so it was fitted to or loaded with "
+                    "non-finite data")
+        if name is not None:
+            return f"the policy's weights hold non-finite values ({name}): an earlier update diverged"
+        bad = [line.split(" (")[0] for line in batch_statistics(batch) if not line.endswith("NaN 0, inf 0")]
+        if bad:
+            return f"the batch holds non-finite values ({', '.join(bad)})"
+        return ("the weights, the normalizer and the batch are finite, so the loss computation itself produced it "
+                "(an overflow, or a policy option such as a temperature)")
+
     def policy_metrics(self) -> dict:
         """What the policy reports besides its loss (``last_metrics``, on rank 0's batch) as ``policy/<name>``."""
         metrics = getattr(self.policy, "last_metrics", None) or {}
         return {f"policy/{key}": value for key, value in metrics.items() if key != "loss"}
 
     def run(self) -> None:
-        cfg = self.cfg
-        if self.latest_path.exists() and not cfg.training.resume:
-            raise FileExistsError(f"{self.run_dir} already holds a run and training.resume=false; pick another "
-                                  "run_dir (or resume it)")
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.run_dir / ".hydra" / "config.yaml")
-        self.dist.barrier()
-        self.build()
-        if not self.resume():
-            seed_everything(cfg.training.seed + self.dist.rank)  # ranks draw different noise in compute_loss
-
+        lock = self.take_lock()
         json_logger = wandb_run = None
-        if self.dist.is_main:
-            self.write_run_info()
-            json_logger = JsonLogger(self.run_dir / "logs.json.txt", resume_step=self.global_step)
-            wandb_run = self.open_wandb()
         try:
+            plan = plan_start(self.run_dir, self.cfg)
+            self.build()
+            if not self.restore(plan):
+                seed_everything(self.cfg.training.seed + self.dist.rank)  # ranks draw different noise in compute_loss
+            self.dist.barrier()  # every rank has read the folder before rank 0 writes to it
+            if self.dist.is_main:
+                self.prepare_folder(plan)
+                json_logger = JsonLogger(self.run_dir / "logs.json.txt", resume_step=self.global_step)
+                for line in json_logger.kept_bad_lines:
+                    print(f"warning: {bad_line_message(json_logger.path, line)} (kept in place)", file=sys.stderr)
+                wandb_run = self.open_wandb()
+            self.dist.barrier()
             self.loop(json_logger, wandb_run)
             if self.dist.is_main:
                 self.print_summary()
@@ -397,9 +468,39 @@ class TrainWorkspace:
                 json_logger.close()
             if wandb_run is not None:
                 wandb_run.finish()
-            if self.env_runner is not None and hasattr(self.env_runner, "close"):
+            if getattr(self, "env_runner", None) is not None and hasattr(self.env_runner, "close"):
                 self.env_runner.close()
+            if lock is not None:
+                lock.release()
             self.dist.close()
+
+    def take_lock(self) -> RunLock | None:
+        """Rank 0 takes the folder's lock; every rank learns whether it could."""
+        lock, refusal = None, None
+        if self.dist.is_main:
+            try:
+                lock = RunLock(self.run_dir).acquire()
+            except RunFolderError as error:
+                refusal = error
+        refusals = self.dist.gather(None if refusal is None else str(refusal))
+        if refusal is not None:
+            raise refusal
+        if refusals[0] is not None:
+            raise RunFolderError(refusals[0])
+        return lock
+
+    def prepare_folder(self, plan: StartPlan) -> None:
+        """The first writes into the run folder, once every check has passed."""
+        for warning in plan.warnings:
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
+        if plan.remove_old_run:
+            remove_run(self.run_dir)
+        removed = remove_temp_files(self.run_dir)
+        if removed:
+            print(f"removed {len(removed)} temporary file(s) a killed run left: "
+                  f"{', '.join(str(path.relative_to(self.run_dir)) for path in removed)}", flush=True)
+        save_config(stored_config(self.cfg), self.run_dir / ".hydra" / "config.yaml")
+        self.write_run_info()
 
     def print_summary(self) -> None:
         """Where the results are, and the scores of the last rollouts as ``drifting-policy report`` computes them."""
@@ -471,7 +572,8 @@ class TrainWorkspace:
             self.epoch += 1
 
             last_epoch = self.epoch == train.num_epochs
-            if finished_epoch % train.checkpoint_every == 0 or last_epoch or rollout_due:
-                self.save(step_log)
+            # The plot before the checkpoint: a run killed in between repeats the epoch, plot included.
             if self.dist.is_main and cfg.logging.plots and (rollout_due or last_epoch):
                 self.plot()
+            if finished_epoch % train.checkpoint_every == 0 or last_epoch or rollout_due:
+                self.save(step_log)

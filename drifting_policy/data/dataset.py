@@ -16,6 +16,9 @@ Two ways to say what the observation is:
 Items are ``{'obs': (T, Do), 'action': (T, Da)}`` or ``{'obs': {name: (To, ...)}, 'action': (T, Da)}``,
 float32 tensors. With ``n_obs_steps`` set, observations are cut to their first
 ``n_obs_steps`` frames (and only those are read); otherwise they span the horizon.
+
+Every array read is checked on load: a NaN or inf stops with ``DataError`` naming the key, the episode and the
+step of the first one.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ import torch
 from torch.utils.data import Dataset
 
 from drifting_policy.data.replay_buffer import ReplayBuffer
+from drifting_policy.errors import DataError
 from drifting_policy.data.sampler import SequenceSampler, downsample_mask, get_val_mask
 from drifting_policy.normalizer import (
     LinearNormalizer,
@@ -125,6 +129,7 @@ class SequenceDataset(Dataset):
         missing = [key for key in needed if key not in source]
         if missing:
             raise ValueError(f"{self.source}: unknown data key(s) {missing}; available keys: {sorted(source.keys())}")
+        check_finite(source, needed, self.source)
         self.replay_buffer = ReplayBuffer.from_arrays(self._fields(source), source.episode_ends)
 
         val_mask = get_val_mask(source.n_episodes, val_ratio, seed=seed)
@@ -219,6 +224,17 @@ class SequenceDataset(Dataset):
             else:
                 normalizer[name] = _fit_field(self.replay_buffer[name], self.obs_normalizer, name)
         return normalizer
+
+
+def check_finite(buffer: ReplayBuffer, keys: list[str], source: str) -> None:
+    """Every array the dataset reads must be finite: one NaN would make the normalizer NaN (every loss NaN), one
+    inf would give its dimension a scale of 0 (the input silently ignored)."""
+    for key in keys:
+        found = buffer.first_non_finite(key)
+        if found is not None:
+            episode, step, value = found
+            raise DataError(f"{source}: key {key!r} holds {value} at episode {episode}, step {step} (its first "
+                            "non-finite value); the data must be finite to train on")
 
 
 def _fit_field(array: np.ndarray, mode: str, name: str) -> SingleFieldLinearNormalizer:

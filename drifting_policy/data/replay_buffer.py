@@ -21,6 +21,8 @@ import numpy as np
 import zarr
 from zarr.storage import ZipStore
 
+from drifting_policy.errors import DataError
+
 # Diffusion Policy writes its datasets with this compressor; keeping it means their tools
 # (and zarr 2 with any numcodecs version) decode our files.
 DEFAULT_COMPRESSOR = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.NOSHUFFLE)
@@ -70,6 +72,16 @@ class ReplayBuffer:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"replay buffer not found: {path}")
+        try:
+            return cls._read(path, keys)
+        except (ValueError, KeyError):
+            raise
+        except Exception as error:  # zip, zarr and codec errors of a damaged file
+            raise DataError(f"{path}: not a readable replay buffer ({type(error).__name__}: "
+                            f"{str(error).splitlines()[0] if str(error) else 'no detail'})") from error
+
+    @classmethod
+    def _read(cls, path: Path, keys: list[str] | None) -> ReplayBuffer:
         group, store = _open_group(path, mode="r")
         try:
             if "data" not in group or "meta" not in group or "episode_ends" not in group["meta"]:
@@ -120,6 +132,22 @@ class ReplayBuffer:
         if key not in self._data:
             raise KeyError(f"replay buffer has no key {key!r}; available keys: {self.keys()}")
         return self._data[key][: self.n_steps]
+
+    def first_non_finite(self, key: str) -> tuple[int, int, float] | None:
+        """(episode, step within it, value) of the first NaN or inf in ``key``, or None (integer arrays, such as
+        uint8 images, always pass)."""
+        array = self[key]
+        if not np.issubdtype(array.dtype, np.floating):
+            return None
+        frames = array.reshape(len(array), -1)
+        bad_frames = ~np.isfinite(frames).all(axis=1)
+        if not bad_frames.any():
+            return None
+        index = int(np.argmax(bad_frames))
+        episode = int(np.searchsorted(self.episode_ends, index, side="right"))
+        start = self._episode_ends[episode - 1] if episode > 0 else 0
+        value = frames[index][~np.isfinite(frames[index])][0]
+        return episode, index - start, float(value)
 
     def episode_slice(self, i: int) -> slice:
         if not -self.n_episodes <= i < self.n_episodes:

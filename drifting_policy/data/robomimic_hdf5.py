@@ -28,6 +28,7 @@ import numpy as np
 
 from drifting_policy.data.replay_buffer import ReplayBuffer
 from drifting_policy.data.rotation import axis_angle_action_to_rot6d
+from drifting_policy.errors import DataError
 
 OBS_GROUPS = ("obs", "next_obs")
 PER_STEP_ARRAYS = ("actions", "states", "rewards", "dones")
@@ -157,8 +158,9 @@ class RobomimicReader:
         if rotation_rep != "rotation_6d":
             raise ValueError(f"rotation_rep {rotation_rep!r} is not supported; use 'rotation_6d'")
         buffer = ReplayBuffer.create_empty()
+        names = self.demo_names(filter_key)
         with h5py.File(self.path, "r") as f:
-            for name in self.demo_names(filter_key):
+            for name in names:
                 group = f["data"][name]
                 missing = [key for key in obs_keys if key not in group.get("obs", {})]
                 if missing or action_key not in group:
@@ -173,6 +175,13 @@ class RobomimicReader:
                 episode = {key: _as_stored(group["obs"][key][:]) for key in obs_keys}
                 episode["action"] = actions
                 buffer.add_episode(episode)
+        for key in buffer.keys():
+            found = buffer.first_non_finite(key)
+            if found is not None:
+                demo, step, value = found
+                stored = action_key if key == "action" else f"obs/{key}"
+                raise DataError(f"{self.path}: data/{names[demo]}/{stored} holds {value} at step {step} (its first "
+                                "non-finite value); the data must be finite to train on")
         return buffer
 
 

@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from drifting.checkpoint import CheckpointError, check_finite_weights
 from drifting_policy.models import ActionTransformer, ConditionalUnet1D, MultiImageObsEncoder
 from drifting_policy.normalizer import LinearNormalizer
 from drifting_policy.policies.config import PolicyConfig
@@ -29,6 +30,19 @@ from drifting_policy.policies.config import PolicyConfig
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 POLICY_REGISTRY: dict[str, type[BasePolicy]] = {}
+
+
+def _load_finite_weights(path: Path, map_location) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; CheckpointError naming the file (and the tensor) when it is damaged:
+    unreadable, or holding NaN or inf (a few flipped bytes load without complaint and make every action NaN)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no {path.name} in {path.parent}")
+    try:
+        weights = load_file(str(path), device=str(map_location))
+    except Exception as error:  # safetensors raises its own error types for a torn or garbled file
+        raise CheckpointError(f"{path}: not a readable safetensors file ({str(error).splitlines()[0]})") from error
+    check_finite_weights(weights, path)
+    return weights
 
 
 def register_policy(cls):
@@ -172,7 +186,10 @@ class BasePolicy(nn.Module):
 
         ``noise``: the method's random inputs, ``{name: tensor}`` with the shapes of ``noise_shapes(B)`` (for the
         drifting policy ``{'noise': (B, T, Da)}``, plus ``'extra_noise': (B, E)`` when ``extra_noise_dim`` = E > 0);
-        the same observations and noise give the same chunk here, in an exported graph and through the server."""
+        the same observations and noise give the same chunk here, in an exported graph and through the server.
+        Observations holding NaN or inf are refused (ValueError naming the key and the first bad index): a policy
+        would turn them into NaN actions. The check syncs with the GPU once per call; ``action_chunk`` skips it."""
+        self._refuse_non_finite_obs(obs_dict, steps=self.config.n_obs_steps)
         action_pred = self.action_chunk(obs_dict, generator, noise)
         return {"action": self.executed_actions(action_pred), "action_pred": action_pred}
 
@@ -213,22 +230,58 @@ class BasePolicy(nn.Module):
         self.last_metrics = metrics
         return loss, metrics
 
+    def _obs_keys(self) -> list[str]:
+        return ["obs"] if self.config.shape_meta is None else list(self.config.shape_meta["obs"])
+
+    def _refuse_non_finite_obs(self, obs_dict: Mapping, steps: int | None) -> None:
+        """ValueError when a floating-point observation the policy reads (its first ``steps`` steps, when given)
+        holds NaN or inf. Missing keys and wrong shapes are left to ``encode_obs``'s own checks."""
+        for key in self._obs_keys():
+            if key not in obs_dict:
+                continue
+            value = torch.as_tensor(obs_dict[key])
+            if not value.is_floating_point():
+                continue  # uint8 images
+            if steps is not None and value.ndim >= 2:
+                value = value[:, :steps]
+            finite = torch.isfinite(value)
+            if not bool(finite.all()):
+                index = tuple(int(i) for i in (~finite).nonzero()[0])
+                axes = "batch, step, ..." if steps is not None else "batch, ..."
+                raise ValueError(f"{type(self).__name__}: observation {key!r} holds {value[index].item()} at index "
+                                 f"{list(index)} ({axes}); a policy cannot act on non-finite observations")
+
+    def _step_batch_size(self, step: Mapping) -> int:
+        key = self._obs_keys()[0]
+        if key not in step:
+            raise KeyError(f"{type(self).__name__}: select_action needs observation {key!r}; got keys {sorted(step)}")
+        value = torch.as_tensor(step[key])
+        return int(value.shape[0]) if value.ndim else 0
+
     # ------------------------------------------------------------------ LeRobot's queues
     @torch.no_grad()
     def select_action(self, obs: torch.Tensor | Mapping) -> torch.Tensor:
         """One action (B, Da) for a single-step observation: (B, Do) or {'obs': (B, Do)} for low-dim
         policies, {key: (B, *shape)} for shape_meta policies. Keeps the last To observations (the first
-        one repeated after ``reset``) and predicts a new chunk every ``n_action_steps`` calls."""
+        one repeated after ``reset``) and predicts a new chunk every ``n_action_steps`` calls.
+
+        A refused call (non-finite observation, a batch size other than the queued one without ``reset``, a failed
+        prediction) raises and leaves both queues as they were, so the next good call is not affected."""
         step = dict(obs) if isinstance(obs, Mapping) else {"obs": obs}
-        if not self._obs_queue:
-            self._obs_queue.extend([step] * self.config.n_obs_steps)
-        else:
-            self._obs_queue.append(step)
-        if not self._action_queue:
+        self._refuse_non_finite_obs(step, steps=None)
+        batch_size = self._step_batch_size(step)
+        if self._obs_queue and batch_size != self._step_batch_size(self._obs_queue[-1]):
+            raise ValueError(f"{type(self).__name__}: select_action got a batch of {batch_size} after batches of "
+                             f"{self._step_batch_size(self._obs_queue[-1])}; call reset() when the episodes change")
+        obs_queue = deque(self._obs_queue, maxlen=self.config.n_obs_steps)
+        obs_queue.extend([step] if obs_queue else [step] * self.config.n_obs_steps)
+        actions = self._action_queue
+        if not actions:
             keys = step.keys() if self.config.shape_meta is None else self.config.shape_meta["obs"].keys()
-            stacked = {key: torch.stack([torch.as_tensor(s[key]) for s in self._obs_queue], dim=1) for key in keys}
-            self._action_queue.extend(self.predict_action(stacked)["action"].unbind(dim=1))
-        return self._action_queue.popleft()
+            stacked = {key: torch.stack([torch.as_tensor(s[key]) for s in obs_queue], dim=1) for key in keys}
+            actions = deque(self.predict_action(stacked)["action"].unbind(dim=1))
+        self._obs_queue, self._action_queue = obs_queue, actions
+        return actions.popleft()
 
     # ------------------------------------------------------------------ checkpoints
     def save_pretrained(self, directory: str | os.PathLike) -> None:
@@ -264,7 +317,7 @@ class BasePolicy(nn.Module):
         if not issubclass(policy_class, cls):
             raise TypeError(f"{config_path} holds a {policy_class.__name__}, not a {cls.__name__}")
         policy = policy_class(policy_class.config_class(**fields))
-        policy.load_state_dict(load_file(str(directory / WEIGHTS_NAME), device=str(map_location)))
+        policy.load_state_dict(_load_finite_weights(directory / WEIGHTS_NAME, map_location))
         return policy.to(map_location).eval()
 
     def get_optim_groups(self, weight_decay: float, obs_encoder_weight_decay: float | None = None) -> list[dict]:
