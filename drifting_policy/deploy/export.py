@@ -88,17 +88,17 @@ def export_policy(policy, spec: PolicySpec, out: str | os.PathLike, fmt: str = "
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         program = _export_program(graph, spec)
-    if fmt == "pt2":
-        torch.export.save(program, tmp, extra_files={SPEC_METADATA_KEY: spec.to_json()})
-    else:
-        import onnx
+        if fmt == "pt2":
+            torch.export.save(program, tmp, extra_files={SPEC_METADATA_KEY: spec.to_json()})
+        else:
+            import onnx
 
-        onnx_program = torch.onnx.export(program, input_names=[*spec.observation, *spec.noise],
-                                         output_names=["action"], opset_version=OPSET, dynamo=True,
-                                         external_data=False, verbose=False)
-        model = onnx_program.model_proto
-        onnx.helper.set_model_props(model, {SPEC_METADATA_KEY: spec.to_json()})
-        onnx.save_model(model, tmp)
+            onnx_program = torch.onnx.export(program, input_names=[*spec.observation, *spec.noise],
+                                             output_names=["action"], opset_version=OPSET, dynamo=True,
+                                             external_data=False, verbose=False)
+            model = onnx_program.model_proto
+            onnx.helper.set_model_props(model, {SPEC_METADATA_KEY: spec.to_json()})
+            onnx.save_model(model, tmp)
     os.replace(tmp, out)
     return out
 

@@ -167,13 +167,13 @@ class PolicyServer:
         async with serve(self.handle, self.host, self.port, process_request=self.process_request,
                          max_size=4 * self.max_message_bytes, compression=None) as server:
             self.bound_port = server.sockets[0].getsockname()[1]
+            if started is not None:
+                started.set()
             await asyncio.get_running_loop().run_in_executor(self.executor, self.warm_up)
             self.ready = True
             self.log(f"serving {self.spec.name} ({self.spec.policy_type}, {self.spec.task}) on "
                      f"ws://{self.host}:{self.bound_port}; health: http://{self.host}:{self.bound_port}/healthz; "
                      f"API key {'required' if self.api_key else 'not required'}")
-            if started is not None:
-                started.set()
             await stop.wait()
             self.ready = False
         self.executor.shutdown(wait=True)
@@ -190,13 +190,14 @@ class PolicyServer:
 
         asyncio.run(main())
 
-    def start_in_thread(self, timeout: float = 60.0) -> ServerThread:
-        """Serve from a background thread (tests, benchmarks, notebooks); ``stop()`` the handle when done."""
-        return ServerThread(self, timeout)
+    def start_in_thread(self, timeout: float = 60.0, wait_ready: bool = True) -> ServerThread:
+        """Serve from a background thread (tests, benchmarks, notebooks); ``stop()`` the handle when done. Returns
+        once the port is bound and, with ``wait_ready``, the warm-up inference is done."""
+        return ServerThread(self, timeout, wait_ready)
 
 
 class ServerThread:
-    def __init__(self, server: PolicyServer, timeout: float):
+    def __init__(self, server: PolicyServer, timeout: float, wait_ready: bool):
         self.server = server
         self.loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()
@@ -216,6 +217,13 @@ class ServerThread:
             raise TimeoutError(f"the policy server did not start within {timeout} s")
         if self.error is not None:
             raise RuntimeError(f"the policy server failed to start: {self.error}") from self.error
+        deadline = time.monotonic() + timeout
+        while wait_ready and not server.ready:
+            if self.error is not None:
+                raise RuntimeError(f"the policy server stopped during its warm-up: {self.error}") from self.error
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise TimeoutError(f"the policy server's warm-up did not finish within {timeout} s")
+            time.sleep(0.01)
         self.port = server.bound_port
         self.uri = f"ws://{server.host}:{self.port}"
 
