@@ -12,6 +12,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from drifting_policy.errors import UserError
+
 
 @dataclass
 class Option:
@@ -165,12 +167,26 @@ def control(options: dict) -> None:
                                                         if options["videos"] else ""))
 
 
+class DeployError(UserError):
+    hint = "`drifting-policy serve|control --help` lists the options"
+
+
 def main(command: str, args: list[str]) -> None:
     if any(arg in ("-h", "--help", "help") for arg in args):
         print(usage(command))
         return
     options = parse_options(command, args)
-    {"export": export, "serve": serve, "control": control}[command](options)
+    try:
+        {"export": export, "serve": serve, "control": control}[command](options)
+    except PermissionError as error:
+        raise DeployError(str(error), "give the server's key: api_key=<key>") from error
+    except (ConnectionError, TimeoutError) as error:
+        raise DeployError(str(error), "start it first: drifting-policy serve checkpoint=<policy> port=<port>") \
+            from error
+    except FileNotFoundError:
+        raise  # the command line reports it as it is
+    except OSError as error:  # e.g. the port is taken
+        raise DeployError(f"{type(error).__name__}: {error}", "pick another port=<port>") from error
 
 
 if __name__ == "__main__":
