@@ -36,6 +36,14 @@ class ArrayDataset:
         _, a, b, c = self.images.shape
         return (c, a, b) if self.is_uint8 else (a, b, c)
 
+    def as_uint8(self) -> np.ndarray:
+        """All images as [N, H, W, C] uint8 (e.g. the real side of an FID): stored uint8 as is, floats in [-1, 1]
+        rounded, since they are exact rescalings of uint8 pixels that truncation would lower by one."""
+        if self.is_uint8:
+            return np.asarray(self.images)
+        pixels = np.rint((np.clip(self.images, -1, 1) + 1) * 127.5).astype(np.uint8)
+        return pixels.transpose(0, 2, 3, 1)
+
     def get(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Samples [n, C, H, W] float32 and labels [n] at the given indices."""
         idx = index.numpy()

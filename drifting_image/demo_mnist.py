@@ -40,7 +40,7 @@ from drifting_image.fid import (
     load_inception,
     statistics,
 )
-from drifting_image.sample import load_generator, save_grid, to_uint8
+from drifting_image.sample import load_generator, save_grid
 from drifting_image.train import Trainer, load_config
 from drifting_image.train_mae import MAETrainConfig, MAETrainer
 
@@ -113,7 +113,7 @@ class Demo:
         classes = self.cfg.num_classes
         reference, heldout = split_real_digits(mnist.labels, self.args.reference_num // classes,
                                                -(-self.args.num // classes), seed=self.cfg.seed)
-        digits = to_uint8(torch.from_numpy(mnist.images))
+        digits = mnist.as_uint8()
         mu, sigma = statistics(self.features(digits[reference]))
         real_fid = frechet_distance(*statistics(self.features(digits[heldout[:self.args.num]])), mu, sigma)
         self.reference_path.parent.mkdir(parents=True, exist_ok=True)

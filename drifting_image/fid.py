@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from drifting_image.data import load_mnist_5k
-from drifting_image.sample import to_uint8
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
@@ -85,7 +84,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 def load_images(path: str | Path) -> np.ndarray:
     """[N, H, W, C] uint8 from an ADM ``.npz`` (arr_0), a folder of image files or ``mnist`` (the real digits)."""
     if str(path) == "mnist":
-        return to_uint8(torch.from_numpy(load_mnist_5k().images))
+        return load_mnist_5k().as_uint8()
     path = Path(path)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)

@@ -20,11 +20,12 @@ from torch import nn
 
 
 def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
-    """GroupNorm with the largest group count <= max_groups that divides the channels."""
+    """GroupNorm with the largest group count <= max_groups that divides the channels, and Flax's epsilon 1e-6
+    (the released MAEs were trained with it; torch's default 1e-5 changes every feature of a small input)."""
     groups = min(max_groups, channels)
     while channels % groups:
         groups -= 1
-    return nn.GroupNorm(groups, channels)
+    return nn.GroupNorm(groups, channels, eps=1e-6)
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -128,13 +129,21 @@ class UNetDecoder(nn.Module):
 
 
 def fold_patches(x: torch.Tensor, p: int) -> torch.Tensor:
-    """[B, C, H, W] -> [B, C*p*p, H/p, W/p]: each p x p patch becomes one location's channels."""
-    return F.pixel_unshuffle(x, p) if p > 1 else x
+    """[B, C, H, W] -> [B, p*p*C, H/p, W/p]: each p x p patch becomes one location's channels, in the released
+    order (row in the patch, column in the patch, channel), channel fastest: index (i*p + j)*C + c."""
+    if p == 1:
+        return x
+    B, C, H, W = x.shape
+    return x.reshape(B, C, H // p, p, W // p, p).permute(0, 3, 5, 1, 2, 4).reshape(B, p * p * C, H // p, W // p)
 
 
 def unfold_patches(x: torch.Tensor, p: int) -> torch.Tensor:
     """Inverse of :func:`fold_patches`."""
-    return F.pixel_shuffle(x, p) if p > 1 else x
+    if p == 1:
+        return x
+    B, folded, h, w = x.shape
+    C = folded // (p * p)
+    return x.reshape(B, p, p, C, h, w).permute(0, 3, 4, 1, 5, 2).reshape(B, C, h * p, w * p)
 
 
 def random_patch_mask(

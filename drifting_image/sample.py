@@ -25,8 +25,10 @@ from drifting_image.vae import decode, load_vae
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """[N, C, H, W] in [-1, 1] -> [N, H, W, C] uint8."""
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    """[N, C, H, W] generated images in [-1, 1] -> [N, H, W, C] uint8, in the released code's order of operations:
+    clip((x + 1) / 2, 0, 1) * 255, truncated (not rounded), so that samples and FID inputs match theirs."""
+    unit = ((images.float() + 1) / 2).clamp(0, 1)
+    return (unit * 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 def save_grid(pixels: np.ndarray, path: str | Path, ncol: int = 10, pad: int = 2) -> None:

@@ -170,9 +170,12 @@ def drifting_loss(
     return loss.mean(), info, samples.detach()
 
 
-def learning_rate(cfg: TrainConfig, step: int) -> float:
-    """Linear warm-up to cfg.lr, then constant (as the released configs)."""
-    return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+def learning_rate(peak: float, warmup_steps: int, step: int, initial: float = 1e-6) -> float:
+    """The released schedule (optax ``linear_schedule`` joined to a constant): ``initial`` at step 0, linear to
+    ``peak`` at ``warmup_steps``, then constant. ``step`` counts the updates already made."""
+    if step >= warmup_steps:
+        return peak
+    return initial + (peak - initial) * step / warmup_steps
 
 
 def setup_distributed() -> tuple[int, int, torch.device]:
@@ -278,7 +281,7 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         cfg = self.cfg
         self.queue.push(*self.stream.next(cfg.push_per_step))
-        lr = learning_rate(cfg, self.step)
+        lr = learning_rate(cfg.lr, cfg.warmup_steps, self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()

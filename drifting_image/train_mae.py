@@ -22,7 +22,7 @@ from tqdm import tqdm
 from drifting import EMA, checkpoint
 from drifting_image.data import SampleStream, load_dataset
 from drifting_image.mae import MAE_SIZES, build_mae, classification_weight
-from drifting_image.train import load_config
+from drifting_image.train import learning_rate, load_config
 
 
 @dataclass
@@ -92,7 +92,7 @@ class MAETrainer:
     def train_step(self) -> dict[str, float]:
         cfg = self.cfg
         images, labels = self.stream.next(cfg.batch_size)
-        lr = cfg.lr * min(1.0, (self.step + 1) / max(1, cfg.warmup_steps))
+        lr = learning_rate(cfg.lr, cfg.warmup_steps, self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         lambda_cls = classification_weight(self.step, finetune_start=cfg.steps - cfg.finetune_steps,

@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from drifting_image.cfg_sweep import main as cfg_sweep_main
 from drifting_image.data import load_mnist_5k
 from drifting_image.fid import load_images
-from drifting_image.sample import to_uint8
 from drifting_image.train import Trainer, load_config
 
 MNIST_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "image" / "mnist_tiny.yaml"
@@ -37,7 +36,7 @@ def mnist():
 def test_mnist_reference_is_the_real_digits_as_uint8(mnist):
     images = load_images("mnist")
     assert images.shape == (5000, 32, 32, 1) and images.dtype == np.uint8
-    assert np.array_equal(images, to_uint8(torch.from_numpy(mnist.images)))
+    assert np.array_equal(images, mnist.as_uint8())
 
 
 @pytest.mark.filterwarnings("ignore:Matrix is singular", "ignore:invalid value encountered")  # 2 steps: flat samples
@@ -47,7 +46,7 @@ def test_sweep_writes_one_finite_row_per_alpha(tmp_path, mnist):
     Trainer(load_config(str(MNIST_CONFIG), overrides)).run()
     features = tmp_path / "features.pt"
     torch.jit.script(ColorGridFeatures()).save(str(features))
-    np.savez(tmp_path / "reference.npz", arr_0=to_uint8(torch.from_numpy(mnist.images[:50])))
+    np.savez(tmp_path / "reference.npz", arr_0=mnist.as_uint8()[:50])
 
     alphas = [1.0, 1.5, 3.0]
     cfg_sweep_main([str(tmp_path / "run" / "checkpoint.pt"), "--alphas", *map(str, alphas), "--num", "20",
