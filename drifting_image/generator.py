@@ -73,14 +73,29 @@ class ScalarEmbedder(nn.Module):
         return self.mlp(frequencies.to(self.mlp[0].weight.dtype))
 
 
-def rotary_embedding(q: torch.Tensor, k: torch.Tensor, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+def rotary_tables(n: int, head_dim: int, device=None, *, bf16_tables: bool = False,
+                  base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin [n, head_dim] (float32) of the rotation angles position * frequency, halves repeated.
+
+    bf16_tables builds them as the released latent_B_sota and latent_L_sota models do (bf16 compute with attention
+    outside float32): positions, frequencies, their products and cos/sin each rounded to bfloat16. That merges
+    positions above 256 in pairs and moves angles by up to ~1 rad; those models were trained with it.
+    """
+    half = head_dim // 2
+    freqs = 1.0 / base ** (torch.arange(half, device=device, dtype=torch.float32) / half)
+    positions = torch.arange(n, device=device, dtype=torch.float32)
+    if bf16_tables:
+        freqs, positions = freqs.bfloat16(), positions.bfloat16()
+    angles = torch.outer(positions, freqs).repeat(1, 2)
+    return torch.cos(angles).float(), torch.sin(angles).float()
+
+
+def rotary_embedding(q: torch.Tensor, k: torch.Tensor, *, bf16_tables: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotate q, k [B, heads, N, head_dim] by their position along the token sequence (1-D RoPE over all
     tokens, registers first), rotating the two halves of each head as pairs. Computed in float32."""
     n, head_dim = q.shape[-2], q.shape[-1]
     half = head_dim // 2
-    freqs = 1.0 / base ** (torch.arange(half, device=q.device, dtype=torch.float32) / half)
-    angles = torch.outer(torch.arange(n, device=q.device, dtype=torch.float32), freqs)
-    cos, sin = torch.cos(angles).repeat(1, 2), torch.sin(angles).repeat(1, 2)
+    cos, sin = rotary_tables(n, head_dim, q.device, bf16_tables=bf16_tables)
 
     def rotate(x: torch.Tensor) -> torch.Tensor:
         x32 = x.float()
@@ -91,13 +106,15 @@ def rotary_embedding(q: torch.Tensor, k: torch.Tensor, base: float = 10000.0) ->
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with QK-RMSNorm and rotary embedding."""
+    """Multi-head self-attention with QK-RMSNorm and rotary embedding (``bf16_rope_tables``: see
+    :func:`rotary_tables`)."""
 
-    def __init__(self, dim: int, num_heads: int):
+    def __init__(self, dim: int, num_heads: int, bf16_rope_tables: bool = False):
         super().__init__()
         if dim % num_heads != 0:
             raise ValueError(f"hidden size {dim} is not divisible by num_heads {num_heads}")
         self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.bf16_rope_tables = bf16_rope_tables
         self.qkv = nn.Linear(dim, 3 * dim)
         self.q_norm = RMSNorm(self.head_dim)
         self.k_norm = RMSNorm(self.head_dim)
@@ -106,7 +123,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, D = x.shape
         q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k = rotary_embedding(self.q_norm(q), self.k_norm(k))
+        q, k = rotary_embedding(self.q_norm(q), self.k_norm(k), bf16_tables=self.bf16_rope_tables)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(B, N, D))
 
@@ -130,10 +147,10 @@ class DiTBlock(nn.Module):
     """Transformer block whose pre-norms are modulated (shift, scale) and whose residual branches are gated by
     the conditioning vector; the modulation starts at zero, so each block starts as the identity."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, bf16_rope_tables: bool = False):
         super().__init__()
         self.norm1 = RMSNorm(dim)
-        self.attn = Attention(dim, num_heads)
+        self.attn = Attention(dim, num_heads, bf16_rope_tables)
         self.norm2 = RMSNorm(dim)
         self.mlp = SwiGLU(dim, mlp_ratio)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
@@ -164,6 +181,8 @@ class DriftingDiT(nn.Module):
 
     noise [B, C, H, W] (standard normal), labels [B] int, alpha [B] float (CFG scale, 1 = no guidance),
     style [B, num_style] int in [0, style_vocab) or None to draw it (from ``rng``). Returns [B, C_out, H, W].
+    ``bf16_rope_tables`` reproduces the rotary tables of the released latent_B_sota / latent_L_sota models
+    (see :func:`rotary_tables`); ``drifting_image.official`` switches it on for them.
     """
 
     def __init__(
@@ -180,6 +199,7 @@ class DriftingDiT(nn.Module):
         num_style: int = 32,
         style_vocab: int = 64,
         out_channels: int | None = None,
+        bf16_rope_tables: bool = False,
     ):
         super().__init__()
         if input_size % patch_size != 0:
@@ -188,6 +208,7 @@ class DriftingDiT(nn.Module):
         self.out_channels = in_channels if out_channels is None else out_channels
         self.num_classes, self.num_registers = num_classes, num_registers
         self.num_style, self.style_vocab = num_style, style_vocab
+        self.mlp_ratio, self.bf16_rope_tables = mlp_ratio, bf16_rope_tables
         self.grid_size = input_size // patch_size
 
         # Conditioning vector c = class + style + 0.02 * RMSNorm(alpha embedding).
@@ -202,7 +223,7 @@ class DriftingDiT(nn.Module):
         self.register_proj = nn.Linear(hidden_size, hidden_size)
         self.register_embed = nn.Parameter(torch.zeros(1, num_registers, hidden_size))
 
-        self.blocks = nn.ModuleList(DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth))
+        self.blocks = nn.ModuleList(DiTBlock(hidden_size, num_heads, mlp_ratio, bf16_rope_tables) for _ in range(depth))
         self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
         self.initialize_weights()
 
