@@ -11,7 +11,7 @@ The output folder is what ``drifting_image.data`` memory-maps for training:
 - ``labels.npy``: [N] int64, written last, so an interrupted run leaves a folder that does not load;
 - ``class_names.txt``: the class folder names, one per line, in label order.
 
-    python -m drifting_image.encode_latents /data/imagenet/train --vae /models/sd-vae-ft-ema \\
+    python -m drifting_image.encode_latents /data/imagenet/train --vae /models/sd-vae-ft-mse \\
         --out data/imagenet256_latents
 """
 
@@ -99,7 +99,7 @@ def encode_folder(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("image_folder", help="folder with one subfolder of images per class")
-    parser.add_argument("--vae", required=True, help="local diffusers AutoencoderKL folder (e.g. sd-vae-ft-ema)")
+    parser.add_argument("--vae", required=True, help="local diffusers AutoencoderKL folder (e.g. sd-vae-ft-mse)")
     parser.add_argument("--out", required=True, help="output folder (images.npy, labels.npy, class_names.txt)")
     parser.add_argument("--size", type=int, default=256, help="image side after the center crop")
     parser.add_argument("--batch-size", type=int, default=64)

@@ -1,12 +1,17 @@
 """One-step sampling from a trained generator: PNG grids and an ``.npz`` of uint8 images.
 
 The ``.npz`` follows the ADM evaluation layout: ``arr_0`` [N, H, W, C] uint8 (and ``arr_1`` the labels).
-Pixel-space samples in [-1, 1] are mapped to uint8; latent-space samples are first decoded by the VAE given
-with ``--vae`` (a local diffusers AutoencoderKL folder, see ``drifting_image.vae``). The PNG grid shows the
-first 100 samples sorted by class, ten per row (with 10 classes: one class per row).
+Pixel-space samples in [-1, 1] are mapped to uint8 as the released code does (truncation); latent-space samples
+are first decoded by the VAE given with ``--vae`` (a local diffusers AutoencoderKL folder, see
+``drifting_image.vae``; the released models were evaluated with sd-vae-ft-mse). The PNG grid shows the first 100
+samples sorted by class, ten per row (with 10 classes: one class per row). ``--release`` samples one of the
+authors' released generators (a folder with metadata.json and ema_params.msgpack, see
+``drifting_image.official``) instead of one of our checkpoints.
 
     python -m drifting_image.sample runs/mnist/checkpoint.pt --num 1000 --alpha 1.5 --out runs/mnist/samples
-    python -m drifting_image.sample runs/latent_B2/checkpoint.pt --num 50000 --vae /models/sd-vae-ft-ema
+    python -m drifting_image.sample runs/latent_B2/checkpoint.pt --num 50000 --vae /models/sd-vae-ft-mse
+    python -m drifting_image.sample --release /models/drifting/gen/latent_L_sota --vae /models/sd-vae-ft-mse \
+        --classes 88,95 --alpha 1.0 --num 16 --out samples/latent_L_sota
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from tqdm import tqdm
 
 from drifting import checkpoint
 from drifting_image.generator import DriftingDiT, build_generator
+from drifting_image.official import load_release
 from drifting_image.vae import decode, load_vae
 
 
@@ -72,11 +78,13 @@ def generate(
 
 def sample_images(
     generator: DriftingDiT, num: int, alpha: float = 1.0, *, vae=None, seed: int = 0,
-    device: torch.device | str = "cpu", decode_batch_size: int = 32,
+    device: torch.device | str = "cpu", decode_batch_size: int = 32, classes: list[int] | None = None,
 ) -> tuple[np.ndarray, torch.Tensor]:
-    """``num`` images [num, H, W, C] uint8, the classes in equal turns, and their labels [num]. Samples of a
-    latent-space generator are decoded by ``vae`` (an AutoencoderKL from ``drifting_image.vae.load_vae``)."""
-    labels = torch.arange(num) % generator.num_classes
+    """``num`` images [num, H, W, C] uint8, the classes (all, or ``classes``) in equal turns, and their labels
+    [num]. Samples of a latent-space generator are decoded by ``vae`` (an AutoencoderKL from
+    ``drifting_image.vae.load_vae``)."""
+    pool = torch.arange(generator.num_classes) if classes is None else torch.tensor(classes)
+    labels = pool[torch.arange(num) % len(pool)]
     samples = generate(generator, labels, alpha, seed=seed, device=device)
     if vae is None:
         if samples.shape[1] not in (1, 3):
@@ -92,7 +100,10 @@ def sample_images(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint")
+    parser.add_argument("checkpoint", nargs="?", help="checkpoint of drifting_image.train (or give --release)")
+    parser.add_argument("--release", default=None, help="folder of a released generator (metadata.json, "
+                        "ema_params.msgpack) to sample instead of a checkpoint")
+    parser.add_argument("--classes", default=None, help="comma-separated class labels to sample (default: all)")
     parser.add_argument("--num", type=int, default=1000, help="number of samples, classes in equal turns")
     parser.add_argument("--alpha", type=float, default=1.0, help="CFG scale (1 = no guidance)")
     parser.add_argument("--out", default=None, help="output folder (default: next to the checkpoint)")
@@ -100,12 +111,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
     parser.add_argument("--vae", default=None, help="AutoencoderKL folder that decodes a latent-space generator")
     args = parser.parse_args(argv)
+    if (args.checkpoint is None) == (args.release is None):
+        parser.error("give either a checkpoint or --release <folder>")
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    generator = load_generator(args.checkpoint, use_ema=not args.raw)
+    if args.release:
+        generator, _ = load_release(args.release)
+        if not isinstance(generator, DriftingDiT):
+            parser.error(f"{args.release} holds a released MAE, not a generator")
+    else:
+        generator = load_generator(args.checkpoint, use_ema=not args.raw)
+    classes = [int(c) for c in args.classes.split(",")] if args.classes else None
+    if classes and not all(0 <= c < generator.num_classes for c in classes):
+        parser.error(f"--classes must lie in [0, {generator.num_classes})")
     vae = load_vae(args.vae, device) if args.vae else None
-    images, labels = sample_images(generator, args.num, args.alpha, vae=vae, seed=args.seed, device=device)
-    out = Path(args.out or Path(args.checkpoint).parent / "samples")
+    images, labels = sample_images(generator, args.num, args.alpha, vae=vae, seed=args.seed, device=device,
+                                   classes=classes)
+    out = Path(args.out or Path(args.checkpoint or args.release).parent / "samples")
     out.mkdir(parents=True, exist_ok=True)
     stem = f"alpha{args.alpha:g}"
     np.savez(out / f"{stem}.npz", arr_0=images, arr_1=labels.numpy())

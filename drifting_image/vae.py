@@ -3,8 +3,9 @@ local folder.
 
 Generators and cached latents live in the scaled space (z - shift_factor) * scaling_factor, as in LDM and DiT
 (SD-VAE: scaling factor 0.18215, no shift); ``encode`` and ``decode`` convert between that space and images in
-[-1, 1]. Nothing is downloaded: the folder must hold the model's ``config.json`` and weights (for instance a copy
-of ``stabilityai/sd-vae-ft-ema``, DiT's VAE, saved with ``save_pretrained``).
+[-1, 1]. Nothing is downloaded: the folder must hold the model's ``config.json`` and weights: a copy of
+``stabilityai/sd-vae-ft-mse``, the VAE the released models were trained and evaluated with (its encoder is
+sd-vae-ft-ema's, so cached latents are the same; decoded pixels are not).
 """
 
 from __future__ import annotations

@@ -110,3 +110,15 @@ def test_latent_generator_samples_are_decoded_to_uint8_images(tmp_path, tiny_vae
         assert f["arr_1"].tolist() == [0, 1, 0, 1, 0, 1]
     grid = np.asarray(Image.open(tmp_path / "samples" / "alpha1.png"))
     assert grid.shape == (2 + 1 * 18, 2 + 10 * 18, 3)  # one row of ten 16x16 cells with 2-pixel gaps
+
+
+@pytest.mark.slow
+def test_released_latent_generator_samples_through_the_vae_in_one_command(tmp_path, tiny_vae):
+    from test_image_official import write_release
+
+    folder = write_release(tmp_path / "gen", "gen_latent")
+    sample_main(["--release", str(folder), "--vae", str(tiny_vae), "--classes", "1,2,5", "--num", "3", "--out",
+                 str(tmp_path / "samples")])
+    with np.load(tmp_path / "samples" / "alpha1.npz") as f:
+        assert f["arr_0"].shape == (3, 16, 16, 3) and f["arr_0"].dtype == np.uint8
+        assert f["arr_1"].tolist() == [1, 2, 5]

@@ -181,3 +181,18 @@ def test_convert_writes_checkpoints_that_sampling_and_training_load(tmp_path):
     assert max(mae_errors(load_encoder(str(tmp_path / "mae.pt"), torch.device("cpu")), "mae_pixel").values()) <= TOLERANCE
     official.main(["export", str(tmp_path / "gen.pt"), str(tmp_path / "exported")])
     assert (tmp_path / "exported" / official.PARAMS).read_bytes() == (tmp_path / "gen" / official.PARAMS).read_bytes()
+
+
+def test_sample_command_draws_the_requested_classes_from_a_release_folder(tmp_path):
+    from drifting_image.sample import main as sample_main
+    from drifting_image.sample import sample_images
+
+    folder = write_release(tmp_path / "gen", "gen_pixel")
+    sample_main(["--release", str(folder), "--classes", "3,7", "--alpha", "1.5", "--num", "4", "--out",
+                 str(tmp_path / "samples")])
+    with np.load(tmp_path / "samples" / "alpha1.5.npz") as f:
+        images, labels = f["arr_0"], f["arr_1"]
+    assert labels.tolist() == [3, 7, 3, 7] and images.shape == (4, 32, 32, 3) and images.dtype == np.uint8
+    expected, _ = sample_images(official.load_release(folder)[0], 4, 1.5, classes=[3, 7])
+    assert np.array_equal(images, expected)
+    assert (tmp_path / "samples" / "alpha1.5.png").is_file()
