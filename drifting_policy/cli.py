@@ -44,6 +44,15 @@ def claim_new_dir(base: str) -> str:
     raise FileExistsError(f"{base}: 999 run directories of that name exist already")
 
 
+def override_text(value) -> str:
+    """A config value as it is written in an override: null, true, [0.95,0.999]."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, list):
+        return "[" + ",".join(map(override_text, value)) + "]"
+    return str(value)
+
+
 def train_help() -> str:
     """The train options: the config groups' choices and every key of train.yaml's sections with its default."""
     from drifting_policy.config import CONFIG_DIR, SECTION_SCHEMAS
@@ -62,8 +71,7 @@ def train_help() -> str:
              "options of configs/train.yaml (section.key=value; defaults shown):"]
     for section in SECTION_SCHEMAS:
         values = OmegaConf.to_container(defaults[section], resolve=False)
-        items = " ".join(f"{key}={OmegaConf.to_yaml({key: value}).split(': ', 1)[1].strip()}"
-                         for key, value in values.items())
+        items = " ".join(f"{key}={override_text(value)}" for key, value in values.items())
         lines += textwrap.wrap(items, width=116, initial_indent=f"  {section}: ", subsequent_indent="      ")
     lines += ["", "task.* and policy.* keys come from the chosen task and policy files (configs/task, configs/policy);",
               "a new key is added with +key=value. --debug shows the traceback of an error."]

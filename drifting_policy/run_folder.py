@@ -212,7 +212,7 @@ def plan_resume(run_dir: Path) -> StartPlan:
             continue
         warnings = [f"{'; '.join(problems)}; resuming from {path} (epoch {state['epoch']})"] if problems else []
         return StartPlan(resume_from=path, state=state, warnings=warnings)
-    if candidates or (run_dir / "pretrained").exists():
+    if candidates or (run_dir / "pretrained" / "last").exists():  # exported only after a checkpoint was written
         raise RunFolderError(f"{run_dir} holds a run but no readable checkpoint: {'; '.join(problems)}",
                              hint=OVERWRITE_HINT)
     return StartPlan(warnings=[f"{run_dir} holds a run killed before its first checkpoint: starting it again"])

@@ -306,20 +306,21 @@ class TrainWorkspace:
         return True
 
     def save(self, step_log: dict) -> None:
-        """pretrained/last, the top-k checkpoint when this epoch ranks, then latest.ckpt: latest.ckpt is written
-        last, so a run killed before it repeats the epoch and rewrites the others identically (no epoch's top-k
-        file is lost). Called by every rank (they send their RNG states); only rank 0 writes."""
+        """The top-k checkpoint when this epoch ranks, latest.ckpt (a copy of it), then pretrained/last. A run
+        killed before latest.ckpt repeats the epoch and rewrites the same top-k file (no epoch's top-k checkpoint
+        is lost); one killed after it re-exports pretrained/last when it resumes. Called by every rank (they send
+        their RNG states); only rank 0 writes."""
         rng_states = self.dist.gather(rng_state())
         if not self.dist.is_main:
             return
         state = self.state_dict(rng_states)
-        self.export("last")
         score = step_log.get("test/mean_score")
         topk_path = None if score is None else self.topk.save(state, epoch=self.epoch - 1, score=float(score))
         if topk_path is None:
             atomic_save(state, self.latest_path)
         else:
             atomic_copy(topk_path, self.latest_path)
+        self.export("last")
         self.topk.prune()
 
     def eval_policy(self) -> nn.Module:
@@ -501,6 +502,9 @@ class TrainWorkspace:
                   f"{', '.join(str(path.relative_to(self.run_dir)) for path in removed)}", flush=True)
         save_config(stored_config(self.cfg), self.run_dir / ".hydra" / "config.yaml")
         self.write_run_info()
+        if plan.resume_from is not None:  # what a kill after latest.ckpt may have left undone
+            self.export("last")
+            self.topk.prune()
 
     def print_summary(self) -> None:
         """Where the results are, and the scores of the last rollouts as ``drifting-policy report`` computes them."""
