@@ -5,7 +5,8 @@ Each step, on each rank:
 2. generate G samples per label from noise, the label and alpha;
 3. draw P positives of each label from the per-class queue and U unconditional negatives from the global queue,
    the latter weighted by w(alpha) = (alpha - 1)(G - 1) / U;
-4. extract multi-scale features of all three with the frozen MAE (gradients flow through it to the generator);
+4. extract multi-scale features of all three with the frozen MAE, and for the pixel models ConvNeXt-V2 (gradients
+   flow through them to the generator);
 5. the drifting loss per (label, feature) group, summed over features; AdamW, gradient clipping, EMA.
 Real samples are pushed into the queues from a shuffled stream over the dataset (paper A.8).
 
@@ -40,6 +41,7 @@ from drifting import (
     sample_cfg_alpha,
     unconditional_weight,
 )
+from drifting_image.convnext import ConvNeXtFeatures
 from drifting_image.data import SampleStream, load_dataset
 from drifting_image.features import image_features
 from drifting_image.generator import DriftingDiT, build_generator
@@ -58,6 +60,8 @@ class TrainConfig:
     generator: str = "T/4"
     generator_overrides: dict[str, Any] = field(default_factory=dict)
     mae_checkpoint: str | None = None
+    # Local folder of facebook/convnextv2-base-22k-224: its features join the MAE's, as in the released pixel models.
+    convnext: str | None = None
     feature_patch_sizes: list[int] = field(default_factory=lambda: [2, 4])
     feature_every_k_block: int = 2
     feature_max_locations: int | None = None  # drop feature keys with more locations (CPU budgets); None: all
@@ -127,11 +131,13 @@ def drifting_loss(
     queue: SampleQueue,
     rng: torch.Generator,
     device: torch.device,
+    convnext: ConvNeXtFeatures | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
     """One step's loss (a scalar), the loss's info dict and the generated samples (detached).
 
-    ``model`` is the generator, possibly DDP-wrapped. All randomness comes from the CPU generator ``rng``, so
-    a run is reproducible and resumable regardless of the device.
+    ``model`` is the generator, possibly DDP-wrapped; ``convnext`` adds the ConvNeXt-V2 keys to the features.
+    All randomness comes from the CPU generator ``rng``, so a run is reproducible and resumable regardless of the
+    device.
     """
     generator: DriftingDiT = model.module if isinstance(model, DistributedDataParallel) else model
     Nc, G, P, U = cfg.classes_per_step, cfg.gen_per_class, cfg.pos_per_class, cfg.unc_per_class
@@ -152,12 +158,17 @@ def drifting_loss(
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     feature_options = {"patch_sizes": tuple(cfg.feature_patch_sizes), "every_k_block": cfg.feature_every_k_block,
                        "max_locations": cfg.feature_max_locations}
+
+    def features(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = image_features(x, encoder, **feature_options)
+        return out if convnext is None else {**out, **convnext(x)}
+
     with autocast:
         with torch.no_grad():
-            real = grouped(image_features(reals.flatten(0, 1).to(device), encoder, **feature_options), Nc)
+            real = grouped(features(reals.flatten(0, 1).to(device)), Nc)
         samples = model(noise.to(device), labels.repeat_interleave(G).to(device),
                         alpha.repeat_interleave(G).to(device), style.to(device))
-        generated = grouped(image_features(samples, encoder, **feature_options), Nc)
+        generated = grouped(features(samples), Nc)
 
     pos = {k: v[:, :P] for k, v in real.items()}
     neg, weight_neg = None, None
@@ -214,6 +225,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.generator.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
                                            weight_decay=cfg.weight_decay)
         self.encoder = load_encoder(cfg.mae_checkpoint, self.device) if cfg.mae_checkpoint else None
+        self.convnext = ConvNeXtFeatures.from_folder(cfg.convnext).to(self.device) if cfg.convnext else None
 
         dataset = load_dataset(cfg.data)
         if dataset.sample_shape != self.generator.sample_shape:
@@ -285,8 +297,9 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
-        encoder = self.encoder if self.step >= cfg.feature_warmup_steps else None
-        loss, info, samples = drifting_loss(cfg, self.model, encoder, self.queue, self.rng, self.device)
+        with_features = self.step >= cfg.feature_warmup_steps
+        loss, info, samples = drifting_loss(cfg, self.model, self.encoder if with_features else None, self.queue,
+                                            self.rng, self.device, self.convnext if with_features else None)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.generator.parameters(), cfg.grad_clip)

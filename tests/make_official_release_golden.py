@@ -20,7 +20,9 @@ What it does, for a latent-like and a pixel-like generator (``DitGen``) and MAE 
    ``get_activations`` (patch statistics 2 and 4, every second block) on inputs whose last one has 0.003x the
    amplitude of the others (there GroupNorm's epsilon matters); the noise and images are made by
    ``synthetic_values`` too, so only labels, CFG scales and style indices are stored among the inputs;
-4. also stores the released rotary tables built in bfloat16 (``apply_rope`` with ``dtype=bfloat16``, 272 tokens,
+4. the same for a tiny ConvNeXt-V2 (the release's ``models/convnext.py``) on images as the pixel generators'
+   activation function feeds it;
+5. also stores the released rotary tables built in bfloat16 (``apply_rope`` with ``dtype=bfloat16``, 272 tokens,
    head size 64) and a small tree written by Flax with chunking forced, for the format reader.
 """
 
@@ -30,6 +32,7 @@ import hashlib
 import importlib
 import json
 import sys
+import types
 import zlib
 
 import numpy as np
@@ -52,6 +55,8 @@ MAES = {
                        use_bf16=False, input_patch_size=4, num_classes=10), 32),
 }
 SMALL_AMPLITUDE = 0.003
+CONVNEXT = {"depths": [1, 1, 2, 1], "dims": [8, 16, 32, 64]}  # ConvNeXt-V2 base: [3, 3, 27, 3], [128, ..., 1024]
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
 def synthetic_values(path: str, shape) -> np.ndarray:
@@ -96,6 +101,11 @@ def mae_inputs(name: str, size: int, channels: int) -> np.ndarray:
     images = synthetic_values(f"{name}/images", (3, size, size, channels)).astype(np.float32)
     images[-1] *= np.float32(SMALL_AMPLITUDE)
     return images
+
+
+def convnext_images() -> np.ndarray:
+    """[1, 32, 32, 3] generated-like images, partly outside [-1, 1] (the release clips them)."""
+    return (1.2 * synthetic_values("convnext/images", (1, 32, 32, 3))).astype(np.float32)
 
 
 def flatten(tree, prefix=""):
@@ -171,6 +181,19 @@ def main():
         features = model.apply({"params": params}, images, method=model.get_activations, patch_mean_size=[2, 4],
                                patch_std_size=[2, 4], use_std=True, use_mean=True, every_k_block=2)
         arrays.update({f"{name}/features/{key}": np.asarray(value) for key, value in features.items()})
+
+    # ConvNeXt-V2 features as the release's activation function computes them for pixel generators: the samples
+    # in [-1, 1] to [0, 1] (clipped), ImageNet normalization, then get_activations (which resizes to 224).
+    sys.modules.setdefault("torch", types.ModuleType("torch"))  # convnext.py imports torch for its converter only
+    convnext_module = importlib.import_module("models.convnext")
+    importlib.import_module("utils.hsdp_util").set_global_mesh(1)
+    model = convnext_module.ConvNextV2(depths=CONVNEXT["depths"], dims=CONVNEXT["dims"])
+    images = convnext_images()
+    init = model.init(jax.random.PRNGKey(3), jnp.zeros((1, 224, 224, 3)))
+    params = store_artifact("convnext", "convnext", CONVNEXT, init["params"])
+    x = (jnp.clip((images + 1) / 2, 0, 1) - jnp.array(IMAGENET_MEAN)) / jnp.array(IMAGENET_STD)
+    features = model.apply({"params": params}, x, method=model.get_activations)
+    arrays.update({f"convnext/features/{key}": np.asarray(value) for key, value in features.items()})
 
     # The rotary tables of bf16 models with attention outside float32: q = [1..1, 0..0] rotates into [cos, sin].
     n, head_dim = 272, 64

@@ -95,7 +95,7 @@ def test_the_comparison_tells_the_wrong_epsilon_and_patch_order_apart(tmp_path, 
     assert max(mae_errors(pixel, "mae_pixel").values()) > 100 * TOLERANCE
 
 
-@pytest.mark.parametrize("name", sorted(MANIFEST))
+@pytest.mark.parametrize("name", ["gen_latent", "gen_pixel", "mae_latent", "mae_pixel"])
 def test_our_writer_is_byte_for_byte_flax_and_the_round_trip_is_exact(tmp_path, name):
     folder = write_release(tmp_path / "release", name)
     written = (folder / official.PARAMS).read_bytes()
