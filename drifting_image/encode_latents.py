@@ -8,6 +8,8 @@ VAE (see ``drifting_image.vae``: a posterior draw times the scaling factor).
 
 The output folder is what ``drifting_image.data`` memory-maps for training:
 - ``images.npy``: [N, C, size/f, size/f] float32 latents (SD-VAE at 256: [N, 4, 32, 32]);
+- ``images_flip.npy``: the same for the horizontally mirrored images, with the same posterior draw (the released
+  cache's ``moments_flip``; training takes one of the two at random per sample);
 - ``labels.npy``: [N] int64, written last, so an interrupted run leaves a folder that does not load;
 - ``class_names.txt``: the class folder names, one per line, in label order.
 
@@ -83,15 +85,20 @@ def encode_folder(
     (out / "class_names.txt").write_text("".join(f"{name}\n" for name in class_names))
     loader = torch.utils.data.DataLoader(CroppedImages(files, size), batch_size=batch_size, num_workers=workers)
     rng = torch.Generator().manual_seed(seed)
-    latents, start = None, 0
+    latents, start = {}, 0
     for images in tqdm(loader, desc="encoding", unit="batch"):
+        draw = rng.get_state()
         z = encode(vae, images, rng).numpy()
-        if latents is None:
-            latents = np.lib.format.open_memmap(out / "images.npy", mode="w+", dtype=np.float32,
-                                                shape=(len(files), *z.shape[1:]))
-        latents[start: start + len(z)] = z
+        rng.set_state(draw)  # the mirrored image takes the same posterior noise, as in the released cache
+        z_flip = encode(vae, images.flip(-1), rng).numpy()
+        for name, batch in (("images.npy", z), ("images_flip.npy", z_flip)):
+            if name not in latents:
+                latents[name] = np.lib.format.open_memmap(out / name, mode="w+", dtype=np.float32,
+                                                          shape=(len(files), *batch.shape[1:]))
+            latents[name][start: start + len(batch)] = batch
         start += len(z)
-    latents.flush()
+    for array in latents.values():
+        array.flush()
     np.save(out / "labels.npy", labels)
     return out
 

@@ -52,6 +52,7 @@ from drifting_image.sample import save_grid, to_uint8
 @dataclass
 class TrainConfig:
     data: str = "mnist"  # 'mnist' or an .npz file (see drifting_image.data)
+    augment: bool = False  # random resized crop and flip of real pixel images, as the released pixel models
     num_classes: int = 10
     out_dir: str = "runs/image"
     seed: int = 0
@@ -233,7 +234,7 @@ class Trainer:
                              f"{cfg.generator} makes {self.generator.sample_shape}")
         if dataset.labels.min() < 0 or dataset.labels.max() >= cfg.num_classes:
             raise ValueError(f"dataset {cfg.data!r} has labels outside [0, num_classes={cfg.num_classes})")
-        self.stream = SampleStream(dataset, seed=cfg.seed + 1 + self.rank)
+        self.stream = SampleStream(dataset, seed=cfg.seed + 1 + self.rank, augment=cfg.augment)
         self.queue = SampleQueue(cfg.num_classes, dataset.sample_shape, cfg.queue_per_class, cfg.queue_global)
         self.rng = torch.Generator().manual_seed(cfg.seed + 1000 * (self.rank + 1))
         self.step = 0

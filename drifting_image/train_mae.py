@@ -1,8 +1,9 @@
 """Pre-train the ResNet MAE feature encoder (paper A.3), optionally ending with the classification fine-tune.
 
-Masked reconstruction with AdamW and EMA; during the last ``finetune_steps`` steps the loss becomes
-lambda * cross-entropy + (1 - lambda) * reconstruction, lambda ramping linearly from 0 to ``finetune_lambda``
-over ``finetune_warmup`` steps. The checkpoint (out_dir/checkpoint.pt) is what ``drifting_image.train`` loads as
+Masked reconstruction with AdamW and EMA, on augmented images with ``augment`` and, for latent MAEs, their VAE
+latents encoded at every step with ``vae`` (the released recipe); during the last ``finetune_steps`` steps the
+loss becomes lambda * cross-entropy + (1 - lambda) * reconstruction, lambda ramping linearly from 0 to
+``finetune_lambda`` over ``finetune_warmup`` steps. The checkpoint (out_dir/checkpoint.pt) is what ``drifting_image.train`` loads as
 ``mae_checkpoint``; the drifting loss uses its EMA weights. Single process; resumes exactly from out_dir.
 
     python -m drifting_image.train_mae --config configs/image/mae_mnist_tiny.yaml
@@ -23,6 +24,7 @@ from drifting import EMA, checkpoint
 from drifting_image.data import SampleStream, load_dataset
 from drifting_image.mae import MAE_SIZES, build_mae, classification_weight
 from drifting_image.train import learning_rate, load_config
+from drifting_image.vae import encode, load_vae
 
 
 @dataclass
@@ -33,6 +35,10 @@ class MAETrainConfig:
     seed: int = 0
     mae: str = "tiny"
     mae_overrides: dict[str, Any] = field(default_factory=dict)
+    # The released recipe: pixel images randomly resized-cropped and flipped (drifting_image.data), then, for the
+    # latent MAEs, encoded by the VAE in this local folder at every step (data is then the pixel dataset).
+    augment: bool = False
+    vae: str | None = None
 
     steps: int = 2000
     batch_size: int = 128
@@ -62,7 +68,8 @@ class MAETrainer:
         self.ema = EMA(self.mae, cfg.ema_decay, power=cfg.ema_power)
         self.optimizer = torch.optim.AdamW(self.mae.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
                                            weight_decay=cfg.weight_decay)
-        self.stream = SampleStream(load_dataset(cfg.data), seed=cfg.seed + 1)
+        self.stream = SampleStream(load_dataset(cfg.data), seed=cfg.seed + 1, augment=cfg.augment)
+        self.vae = load_vae(cfg.vae, self.device) if cfg.vae else None
         self.rng = torch.Generator().manual_seed(cfg.seed + 2)
         self.step = 0
 
@@ -92,6 +99,8 @@ class MAETrainer:
     def train_step(self) -> dict[str, float]:
         cfg = self.cfg
         images, labels = self.stream.next(cfg.batch_size)
+        if self.vae is not None:
+            images = encode(self.vae, images, self.rng)
         lr = learning_rate(cfg.lr, cfg.warmup_steps, self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr

@@ -91,6 +91,10 @@ def test_encoded_folder_loads_as_training_data_with_scaled_posterior_draws(tmp_p
         expected = vae.encode(batch).latent_dist.sample(torch.Generator().manual_seed(3)) * 0.18215
     assert vae.config.scaling_factor == pytest.approx(0.18215)
     assert torch.allclose(x, expected, atol=1e-5)
+    # The mirrored copies, with the same posterior noise (the released cache's moments_flip).
+    with torch.no_grad():
+        mirrored = vae.encode(batch.flip(-1)).latent_dist.sample(torch.Generator().manual_seed(3)) * 0.18215
+    assert torch.allclose(torch.from_numpy(dataset.flipped[:]), mirrored, atol=1e-5)
 
 
 @pytest.mark.slow
