@@ -126,3 +126,19 @@ def test_released_latent_generator_samples_through_the_vae_in_one_command(tmp_pa
     with np.load(tmp_path / "samples" / "alpha1.npz") as f:
         assert f["arr_0"].shape == (3, 16, 16, 3) and f["arr_0"].dtype == np.uint8
         assert f["arr_1"].tolist() == [1, 2, 5]
+
+
+@pytest.mark.slow
+def test_latent_mae_trains_on_augmented_pixels_encoded_at_every_step(tmp_path, tiny_vae):
+    from drifting_image.train import load_encoder
+    from drifting_image.train_mae import MAETrainConfig, MAETrainer
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "pixels.npz", images=rng.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8),
+             labels=np.arange(8) % 2)
+    cfg = MAETrainConfig(data=str(tmp_path / "pixels.npz"), num_classes=2, out_dir=str(tmp_path / "mae"),
+                         augment=True, vae=str(tiny_vae), mae_overrides={"in_channels": 4, "width": 4},
+                         steps=2, batch_size=4, warmup_steps=1, save_every=2)
+    MAETrainer(cfg).run()
+    mae = load_encoder(str(tmp_path / "mae" / "checkpoint.pt"), torch.device("cpu"))
+    assert mae.in_channels == 4  # it trained on [4, 8, 8] latents: the 3-channel pixels would not fit it
