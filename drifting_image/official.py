@@ -166,7 +166,7 @@ class Param:
             value = value.T
         elif self.layout == "conv":
             value = value.transpose(3, 2, 0, 1)
-        return torch.from_numpy(np.array(value, dtype=np.float32))
+        return torch.from_numpy(np.array(value, dtype=np.float32, order="C"))
 
 
 def _linear(flax: str, torch_name: str) -> list[Param]:
@@ -321,9 +321,9 @@ def mae_release_config(model: ResNetMAE) -> dict:
 
 
 # -- loading and saving ---------------------------------------------------------------------------------------
-def load_state(model: nn.Module, params: list[Param], tree: dict, source: str) -> None:
-    """Fill ``model`` from a released parameter tree: every released tensor used once, every one of ours set."""
-    flat = flatten(tree)
+def load_state(model: nn.Module, params: list[Param], flat: dict[str, Any], source: str) -> None:
+    """Fill ``model`` (possibly on the meta device) from released tensors {flax path: array}: every released tensor
+    used once, every one of ours set. ``flat`` is consumed, so each array is freed once converted."""
     state = model.state_dict()
     filled = {}
     for param in params:
@@ -336,7 +336,7 @@ def load_state(model: nn.Module, params: list[Param], tree: dict, source: str) -
             raise ValueError(f"{source}: {param.flax} has shape {found}, expected {expected} for our {param.torch}")
         tensor = param.to_torch(value)
         if param.layout == "stacked":
-            filled.setdefault(param.torch, state[param.torch].clone())[param.index] = tensor
+            filled.setdefault(param.torch, torch.empty(state[param.torch].shape))[param.index] = tensor
         else:
             filled[param.torch] = tensor
     if flat:
@@ -344,7 +344,7 @@ def load_state(model: nn.Module, params: list[Param], tree: dict, source: str) -
     unset = sorted(set(state) - set(filled))
     if unset:
         raise KeyError(f"{source}: nothing released fills our {unset[0]}")
-    model.load_state_dict(filled, strict=True)
+    model.load_state_dict(filled, strict=True, assign=True)
 
 
 def release_tree(model: nn.Module, params: list[Param]) -> dict:
@@ -372,17 +372,20 @@ def load_release(artifact_dir: str | Path) -> tuple[DriftingDiT | ResNetMAE, dic
     """(model, metadata) of a release folder: a ``DriftingDiT`` for kind "gen", a ``ResNetMAE`` for kind "mae",
     with the released weights, in eval mode, on the CPU in float32."""
     metadata, tree = read_release(artifact_dir)
+    flat = flatten(tree)
+    del tree  # the arrays now live only in flat, which load_state empties as it converts them
     source = str(Path(artifact_dir) / PARAMS)
     kind, config = metadata["kind"], metadata["model_config"]
-    if kind == "gen":
-        model = DriftingDiT(**generator_kwargs(config, source))
-        params = generator_params(model)
-    elif kind == "mae":
-        model = ResNetMAE(**mae_kwargs(config, source))
-        params = mae_params(model)
-    else:
-        raise ValueError(f"{Path(artifact_dir) / METADATA}: kind {kind!r} is neither 'gen' nor 'mae'")
-    load_state(model, params, tree, source)
+    with torch.device("meta"):  # no initialization: every tensor comes from the release
+        if kind == "gen":
+            model = DriftingDiT(**generator_kwargs(config, source))
+            params = generator_params(model)
+        elif kind == "mae":
+            model = ResNetMAE(**mae_kwargs(config, source))
+            params = mae_params(model)
+        else:
+            raise ValueError(f"{Path(artifact_dir) / METADATA}: kind {kind!r} is neither 'gen' nor 'mae'")
+    load_state(model, params, flat, source)
     return model.eval(), metadata
 
 

@@ -43,7 +43,7 @@ def features():
                                            depths=case["model_config"]["depths"])
     model = transformers.ConvNextV2Model(config)
     params = [hf_param(path, shape) for path, shape in case["params"]]
-    official.load_state(model, params, official.unflatten(release_golden.synthetic_params(case["params"])), "convnext")
+    official.load_state(model, params, release_golden.synthetic_params(case["params"]), "convnext")
     return ConvNeXtFeatures(model)
 
 
