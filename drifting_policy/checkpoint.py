@@ -6,7 +6,8 @@
 
 A scored epoch's top-k file is written before ``latest.ckpt`` (which is then copied from it): a run killed between
 the two resumes from the previous ``latest.ckpt``, repeats the epoch and writes the same top-k file again, so no
-epoch's top-k checkpoint is lost. Temporary files a killed run leaves behind are removed when it resumes.
+epoch's top-k checkpoint is lost. ``pretrained/last`` follows ``latest.ckpt`` and is exported again by a resumed
+run. Temporary files a killed run leaves behind are removed when it resumes.
 """
 from __future__ import annotations
 
@@ -72,26 +73,31 @@ class TopKCheckpoints:
         self.directory, self.k = Path(directory), k
 
     def scores(self) -> dict[Path, float]:
+        return {path: score for path, (_, score) in self._kept().items()}
+
+    def _kept(self) -> dict[Path, tuple[int, float]]:
+        """(epoch, score) of every top-k checkpoint in the folder, read from its name."""
         if not self.directory.is_dir():
             return {}
-        found = {}
+        kept = {}
         for path in self.directory.iterdir():
             match = TOPK_PATTERN.fullmatch(path.name)
             if match:
-                found[path] = float(match.group(2))
-        return found
+                kept[path] = (int(match.group(1)), float(match.group(2)))
+        return kept
 
     def by_epoch(self) -> list[Path]:
         """The kept checkpoints, newest epoch first."""
-        return sorted(self.scores(), key=lambda path: int(TOPK_PATTERN.fullmatch(path.name).group(1)), reverse=True)
+        kept = self._kept()
+        return sorted(kept, key=lambda path: kept[path][0], reverse=True)
 
     def path_for(self, epoch: int, score: float) -> Path:
         return self.directory / f"epoch={epoch:04d}-test_mean_score={score:.3f}.ckpt"
 
     def _ranked(self) -> list[Path]:
         """Best first; on equal scores the earlier epoch first."""
-        return sorted(self.scores(), key=lambda path: (-float(TOPK_PATTERN.fullmatch(path.name).group(2)),
-                                                       int(TOPK_PATTERN.fullmatch(path.name).group(1))))
+        kept = self._kept()
+        return sorted(kept, key=lambda path: (-kept[path][1], kept[path][0]))
 
     def ranks(self, epoch: int, score: float) -> bool:
         """Whether this epoch's checkpoint belongs among the best k (a file of the same name, left by a run killed
@@ -100,7 +106,7 @@ class TopKCheckpoints:
             return False
         own = self.path_for(epoch, score)
         others = [path for path in self._ranked() if path != own]
-        return len(others) < self.k or score > float(TOPK_PATTERN.fullmatch(others[self.k - 1].name).group(2))
+        return len(others) < self.k or score > self.scores()[others[self.k - 1]]
 
     def save(self, state: dict, epoch: int, score: float) -> Path | None:
         """Write ``state`` as this epoch's checkpoint if it ranks among the best k; ``prune`` then drops the one it

@@ -355,10 +355,8 @@ class TrainWorkspace:
     def open_wandb(self):
         """None unless ``logging.mode`` is 'online' or 'offline' (the default, written under <run>/wandb)."""
         log_cfg = self.cfg.logging
-        if log_cfg.mode == "disabled":
+        if log_cfg.mode == "disabled":  # the config schema allows offline, online and disabled
             return None
-        if log_cfg.mode not in ("online", "offline"):
-            raise ValueError(f"logging.mode must be 'offline', 'online' or 'disabled', got {log_cfg.mode!r}")
         import wandb  # lazily: a missing or broken wandb is fine with logging.mode=disabled
 
         return wandb.init(dir=str(self.run_dir), mode=log_cfg.mode, project=log_cfg.project,
