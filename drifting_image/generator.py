@@ -79,7 +79,8 @@ def rotary_tables(n: int, head_dim: int, device=None, *, bf16_tables: bool = Fal
 
     bf16_tables builds them as the released latent_B_sota and latent_L_sota models do (bf16 compute with attention
     outside float32): positions, frequencies, their products and cos/sin each rounded to bfloat16. That merges
-    positions above 256 in pairs and moves angles by up to ~1 rad; those models were trained with it.
+    positions above 256 in pairs and moves angles by up to ~1 rad; those models were trained with it. The rotation
+    that uses the tables stays in float32 here (the release rotates in bf16, which is bf16 noise, not systematic).
     """
     half = head_dim // 2
     freqs = 1.0 / base ** (torch.arange(half, device=device, dtype=torch.float32) / half)
@@ -90,7 +91,9 @@ def rotary_tables(n: int, head_dim: int, device=None, *, bf16_tables: bool = Fal
     return torch.cos(angles).float(), torch.sin(angles).float()
 
 
-def rotary_embedding(q: torch.Tensor, k: torch.Tensor, *, bf16_tables: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def rotary_embedding(
+    q: torch.Tensor, k: torch.Tensor, *, bf16_tables: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotate q, k [B, heads, N, head_dim] by their position along the token sequence (1-D RoPE over all
     tokens, registers first), rotating the two halves of each head as pairs. Computed in float32."""
     n, head_dim = q.shape[-2], q.shape[-1]

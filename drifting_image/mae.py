@@ -4,8 +4,9 @@ The encoder is a ResNet-34 layout of "basic" blocks with GroupNorm: a 3x3 stem w
 stages of [3, 4, 6, 3] blocks at widths C, 2C, 4C, 8C; the first block of stages 2-4 halves the resolution, so
 a 32x32 input gives maps of 32, 16, 8 and 4. Each stage ends with a GroupNorm, whose output feeds the next
 stage. A U-Net decoder (bilinear upsampling, skip concatenation, GN, two 3x3 conv-GN-ReLU) reconstructs the
-input. Pixel images are first folded into 8x8 patches (256x256x3 -> 32x32x192), so the ResNet always runs
-at 32x32. Training zeroes random 2x2 patches of that 32x32 grid and regresses the masked values.
+input. Pixel images are first folded into 8x8 patches (256x256x3 -> 32x32x192, channels in the released
+order), so the ResNet always runs at 32x32. Training zeroes random 2x2 patches of that 32x32 grid and regresses
+the masked values.
 
 Tensors are channels-first [B, C, H, W].
 """

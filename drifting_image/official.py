@@ -235,7 +235,8 @@ def mae_params(model: ResNetMAE) -> list[Param]:
         for k, conv in enumerate(("proj", "refine")):
             params += [Param(f"{flax}/{conv}/conv/kernel", f"{ours}.convs.{k}.0.weight", "conv")]
             params += _group_norm(f"{flax}/{conv}/gn", f"{ours}.convs.{k}.1")
-    params += [Param("decoder/head/kernel", "decoder.head.weight", "conv"), Param("decoder/head/bias", "decoder.head.bias")]
+    params += [Param("decoder/head/kernel", "decoder.head.weight", "conv"),
+               Param("decoder/head/bias", "decoder.head.bias")]
     params += _linear("fc", "classifier")
     return params
 

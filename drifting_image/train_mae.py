@@ -3,8 +3,9 @@
 Masked reconstruction with AdamW and EMA, on augmented images with ``augment`` and, for latent MAEs, their VAE
 latents encoded at every step with ``vae`` (the released recipe); during the last ``finetune_steps`` steps the
 loss becomes lambda * cross-entropy + (1 - lambda) * reconstruction, lambda ramping linearly from 0 to
-``finetune_lambda`` over ``finetune_warmup`` steps. The checkpoint (out_dir/checkpoint.pt) is what ``drifting_image.train`` loads as
-``mae_checkpoint``; the drifting loss uses its EMA weights. Single process; resumes exactly from out_dir.
+``finetune_lambda`` over ``finetune_warmup`` steps. The checkpoint (out_dir/checkpoint.pt) is what
+``drifting_image.train`` loads as ``mae_checkpoint``; the drifting loss uses its EMA weights. Single process;
+resumes exactly from out_dir.
 
     python -m drifting_image.train_mae --config configs/image/mae_mnist_tiny.yaml
 """

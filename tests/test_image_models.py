@@ -16,7 +16,9 @@ from drifting_image.mae import (
     MAE_SIZES,
     build_mae,
     classification_weight,
+    fold_patches,
     random_patch_mask,
+    unfold_patches,
 )
 
 
@@ -185,3 +187,11 @@ def test_std_features_match_the_biased_variance():
     assert torch.allclose(feats["f_std"][:, 0], (fmap.var(dim=(2, 3), unbiased=False) + 1e-6).sqrt(), atol=1e-5)
     cell = fmap[:, :, 4:, :4].reshape(2, 3, 16)  # bottom-left 4x4 cell = location 2 in row-major order
     assert torch.allclose(feats["f_std_4"][:, 2], (cell.var(-1, unbiased=False) + 1e-6).sqrt(), atol=1e-5)
+
+
+def test_patch_folding_puts_the_channel_fastest_as_the_released_mae():
+    x = torch.randn(2, 3, 16, 24)
+    folded = fold_patches(x, 8)
+    assert folded.shape == (2, 192, 2, 3) and torch.equal(unfold_patches(folded, 8), x)
+    i, j, c, row, col = 3, 5, 2, 1, 2  # pixel (i, j) of patch (row, col), channel c -> channel (i * 8 + j) * 3 + c
+    assert folded[0, (i * 8 + j) * 3 + c, row, col] == x[0, c, row * 8 + i, col * 8 + j]

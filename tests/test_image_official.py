@@ -39,7 +39,8 @@ def write_release(folder: Path, name: str) -> Path:
 
 def relative_error(ours: torch.Tensor, theirs: np.ndarray) -> float:
     """Largest over samples of |ours - theirs| / |theirs| (Euclidean norms of each sample's values)."""
-    ours, theirs = ours.detach().double().numpy().reshape(len(theirs), -1), theirs.astype(np.float64).reshape(len(theirs), -1)
+    ours = ours.detach().double().numpy().reshape(len(theirs), -1)
+    theirs = theirs.astype(np.float64).reshape(len(theirs), -1)
     return float((np.linalg.norm(ours - theirs, axis=1) / np.linalg.norm(theirs, axis=1)).max())
 
 
@@ -178,7 +179,8 @@ def test_convert_writes_checkpoints_that_sampling_and_training_load(tmp_path):
     official.main(["convert", str(write_release(tmp_path / "gen", "gen_pixel")), str(tmp_path / "gen.pt")])
     assert generator_errors(load_generator(tmp_path / "gen.pt"), "gen_pixel") <= TOLERANCE
     official.main(["convert", str(write_release(tmp_path / "mae", "mae_pixel")), str(tmp_path / "mae.pt")])
-    assert max(mae_errors(load_encoder(str(tmp_path / "mae.pt"), torch.device("cpu")), "mae_pixel").values()) <= TOLERANCE
+    mae = load_encoder(str(tmp_path / "mae.pt"), torch.device("cpu"))
+    assert max(mae_errors(mae, "mae_pixel").values()) <= TOLERANCE
     official.main(["export", str(tmp_path / "gen.pt"), str(tmp_path / "exported")])
     assert (tmp_path / "exported" / official.PARAMS).read_bytes() == (tmp_path / "gen" / official.PARAMS).read_bytes()
 

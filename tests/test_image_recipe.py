@@ -108,11 +108,11 @@ def mae_in_release_terms(cfg: MAETrainConfig) -> dict:
     size = {**constructor_defaults(ResNetMAE), **vars(MAE_SIZES[cfg.mae]), **cfg.mae_overrides}
     return dict(
         base_channels=size["width"], patch_size=size["mask_patch"], layers=list(size["layers"]),
-        in_channels=size["in_channels"], input_patch_size=size["input_patch"], batch_size=cfg.batch_size, learning_rate=cfg.lr,
-        warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, adam_b1=cfg.betas[0], adam_b2=cfg.betas[1],
-        total_steps=cfg.steps, mask_ratio=size["mask_ratio"], ema_decay=cfg.ema_decay, finetune_last_steps=cfg.finetune_steps,
-        warmup_finetune=cfg.finetune_warmup, finetune_cls=cfg.finetune_lambda, use_aug=cfg.augment,
-        use_latent=cfg.vae is not None,
+        in_channels=size["in_channels"], input_patch_size=size["input_patch"], batch_size=cfg.batch_size,
+        learning_rate=cfg.lr, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
+        adam_b1=cfg.betas[0], adam_b2=cfg.betas[1], total_steps=cfg.steps, mask_ratio=size["mask_ratio"],
+        ema_decay=cfg.ema_decay, finetune_last_steps=cfg.finetune_steps, warmup_finetune=cfg.finetune_warmup,
+        finetune_cls=cfg.finetune_lambda, use_aug=cfg.augment, use_latent=cfg.vae is not None,
     )
 
 
