@@ -105,7 +105,8 @@ def test_our_writer_is_byte_for_byte_flax_and_the_round_trip_is_exact(tmp_path, 
     again = official.save_release(model, tmp_path / "again", step=7)
     assert (again / official.PARAMS).read_bytes() == written
     reloaded, metadata = official.load_release(again)
-    assert metadata["kind"] == MANIFEST[name]["kind"]
+    # The released constructors' full argument list, as the authors' loaders pass it to DitGen / MAEResNetJAX.
+    assert metadata["kind"] == MANIFEST[name]["kind"] and metadata["model_config"] == MANIFEST[name]["model_config"]
     for key, value in model.state_dict().items():
         assert torch.equal(reloaded.state_dict()[key], value), key
 
@@ -198,3 +199,11 @@ def test_sample_command_draws_the_requested_classes_from_a_release_folder(tmp_pa
     expected, _ = sample_images(official.load_release(folder)[0], 4, 1.5, classes=[3, 7])
     assert np.array_equal(images, expected)
     assert (tmp_path / "samples" / "alpha1.5.png").is_file()
+
+
+def test_uint8_conversion_truncates_as_the_release():
+    from drifting_image.sample import to_uint8
+
+    images = torch.tensor([-1.5, -1.0, -0.999, 0.0, 0.5, 0.999, 1.0, 1.5]).view(1, 1, 1, 8)
+    # clip((x + 1) / 2, 0, 1) * 255, truncated: 0 -> 127 (rounding would give 128), 0.5 -> 191.
+    assert to_uint8(images).ravel().tolist() == [0, 0, 0, 127, 191, 254, 255, 255]
