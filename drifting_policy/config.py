@@ -197,7 +197,7 @@ def validate_section(cfg: DictConfig, section: str, source: str) -> None:
     try:
         values = OmegaConf.to_container(node, resolve=True)
     except OmegaConfBaseException as error:
-        raise ConfigError(f"{source}: {section}.{error.full_key or ''}: {str(error).splitlines()[0]}") from None
+        raise ConfigError(f"{error.full_key or section}: {str(error).splitlines()[0]}") from None
     try:
         typed = OmegaConf.merge(OmegaConf.structured(schema), values)
     except ConfigKeyError as error:
