@@ -32,6 +32,8 @@ from drifting_policy.workspace import first_line, instantiate, numeric_items, re
 # see `runner_key`).
 EVAL_KEYS = ("checkpoint", "output_dir", "device", "which", "task", "policy", "seed")
 WHICH = ("best", "last")  # a run directory's exports
+HINT = ("eval takes checkpoint=<run | export | .ckpt>, which=best|last, seed=<int>, device=, output_dir=, task=, "
+        "policy= and the env runner's arguments (n_test=50, ...)")
 
 
 def split_overrides(overrides: list[str]) -> tuple[dict, list[str]]:
@@ -39,21 +41,22 @@ def split_overrides(overrides: list[str]) -> tuple[dict, list[str]]:
     options, rest = {}, []
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"eval: expected key=value, got {item!r}")
+            raise ConfigError(f"eval: expected key=value, got {item!r}", hint=HINT)
         key, value = item.split("=", 1)
         if key in EVAL_KEYS:
             options[key] = value
         else:
             rest.append(item)
     if "checkpoint" not in options:
-        raise ConfigError("eval needs checkpoint=<run dir | pretrained dir | .ckpt file>")
+        raise ConfigError("eval needs checkpoint=<run dir | pretrained dir | .ckpt file>", hint=HINT)
     if options.get("which", "best") not in WHICH:
-        raise ConfigError(f"which={options['which']}: must be one of {', '.join(WHICH)} (the run's exports)")
+        raise ConfigError(f"which={options['which']}: must be one of {', '.join(WHICH)} (the run's exports)",
+                          hint=HINT)
     if "seed" in options and not options["seed"].lstrip("-").isdigit():
-        raise ConfigError(f"seed={options['seed']}: must be an integer")
+        raise ConfigError(f"seed={options['seed']}: must be an integer", hint=HINT)
     problem = device_problem(options.get("device", "auto"))
     if problem:
-        raise ConfigError(f"device={options['device']}: {problem}")
+        raise ConfigError(f"device={options['device']}: {problem}", hint=HINT)
     return options, rest
 
 
@@ -66,11 +69,12 @@ def runner_key(runner_cfg: DictConfig, key: str) -> str:
         if len(found) == 1:
             return found[0]
         if len(found) > 1:
-            raise ConfigError(f"eval: runner argument {key!r} is ambiguous: {', '.join(found)}; give the dotted path")
+            raise ConfigError(f"eval: runner argument {key!r} is ambiguous: {', '.join(found)}; give the dotted path",
+                              hint=HINT)
         level = [(f"{path}.{name}", value) for path, node in level for name, value in node.items_ex(resolve=False)
                  if isinstance(value, DictConfig)]
     raise ConfigError(f"eval: runner argument {key!r} is nowhere in task.env_runner; its keys: "
-                      f"{', '.join(map(str, runner_cfg.keys()))}")
+                      f"{', '.join(map(str, runner_cfg.keys()))}", hint=HINT)
 
 
 def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
