@@ -18,7 +18,7 @@ from drifting_policy import cli, config
 from drifting_policy.errors import RunFolderError
 from drifting_policy.json_log import read_json_log
 from drifting_policy.run_folder import LOCK_NAME
-from test_policy_training import FAST, make_cfg, train  # noqa: F401
+from test_policy_training import FAST, train
 from test_policy_training import config_dir, zarr_path  # noqa: F401  (fixtures)
 
 COMMON = ["training.num_epochs=2", "training.max_train_steps=2", "training.rollout_every=1", "logging.plots=false"]
