@@ -10,11 +10,10 @@ control rate) is read from the file's metadata.
 from __future__ import annotations
 
 import os
-from collections import deque
-
 import numpy as np
 
-from drifting_policy.deploy.spec import SPEC_METADATA_KEY, ObservationError, PolicySpec, check_array, check_batch, check_keys
+from drifting_policy.deploy.spec import SPEC_METADATA_KEY, PolicySpec, check_array, check_batch, check_keys
+from drifting_policy.step_queues import ActionQueues
 
 
 class OnnxPolicy:
@@ -55,23 +54,17 @@ class OnnxPolicy:
         return {"action": self.predict(obs, checked_noise)}
 
     def reset(self) -> None:
-        self._obs_steps: deque = deque(maxlen=self.spec.n_obs_steps)
-        self._actions: deque = deque()
+        self._queues = ActionQueues(self.spec.n_obs_steps, type(self).__name__)
 
     def select_action(self, obs_step: dict) -> np.ndarray:
-        """One action (B, Da) for one observation step {key: (B, *shape)}; a new chunk every Ta calls."""
+        """One action (B, Da) for one observation step {key: (B, *shape)}; a new chunk every Ta calls. A refused
+        call leaves the queues as they were."""
         check_keys(self.spec, obs_step)
         step = {key: check_array(key, obs_step[key], (None, *self.spec.observation_shape(key)))
                 for key in self.spec.observation}
-        if self._obs_steps and len(next(iter(self._obs_steps[-1].values()))) != len(next(iter(step.values()))):
-            raise ObservationError("the batch size changed since the last call; call reset() first")
-        steps = list(self._obs_steps) + [step] if self._obs_steps else [step] * self.spec.n_obs_steps
-        steps = steps[-self.spec.n_obs_steps:]
-        actions = list(self._actions)
-        if not actions:
+
+        def predict_chunk(steps: list[dict]):
             stacked = {key: np.stack([s[key] for s in steps], axis=1) for key in self.spec.observation}
-            actions = list(self.predict_action(stacked)["action"].transpose(1, 0, 2))
-        # Only now, with every check passed, does the call change the policy's state.
-        self._obs_steps.extend(steps if not self._obs_steps else [step])
-        self._actions = deque(actions[1:])
-        return actions[0]
+            return list(self.predict_action(stacked)["action"].transpose(1, 0, 2))
+
+        return self._queues.next_action(step, len(next(iter(step.values()))), predict_chunk)

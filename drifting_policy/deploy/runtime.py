@@ -16,6 +16,11 @@ Hand-over modes, when a new chunk meets the queue:
 In ``replace`` mode the request goes out when the queue holds no more actions than the steps a round trip will
 take; ``threshold='auto'`` estimates those from the 90th percentile of the last 20 round trips (a window, so one
 slow warm-up call is forgotten); with fast inference it is 0 and the loop runs exactly like ``eval``'s.
+
+``delay_steps=d`` replaces the wall clock by simulation steps (``SimulatedDelay``): a chunk requested with
+observation k becomes available at step k + d while the queue keeps executing (in ``sync`` mode the robot stands
+still for those d steps instead), so the effect of an inference delay on a simulated task is measured
+deterministically, whatever the machine's load.
 """
 from __future__ import annotations
 
@@ -27,7 +32,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from drifting_policy.deploy.spec import PolicySpec, StepHistory
+from drifting_policy.deploy.spec import PolicySpec
+from drifting_policy.step_queues import StepHistory
 
 MODES = ("sync", "replace", "ensemble")
 
@@ -72,6 +78,7 @@ class EpisodeResult:
     underruns: int
     dropped_actions: int
     chunks: int
+    idle_steps: int = 0  # simulated delay: steps the robot stood still waiting for a chunk
     round_trip_ms: list[float] = field(default_factory=list)
     achieved_rate_hz: float = 0.0
 
@@ -83,12 +90,107 @@ def step_observation(spec: PolicySpec, obs) -> dict[str, np.ndarray]:
     return {key: np.asarray(obs[key], dtype=np.float32) for key in spec.observation}
 
 
+@dataclass
+class Pending:
+    """A requested chunk: planned from the observation before ``first_step``."""
+
+    first_step: int
+    future: Future | None = None  # wall clock
+    result: tuple | None = None  # simulated delay: (actions, round trip s), available from ``available_step``
+    available_step: int = 0
+
+
+class WallClock:
+    """Real time: requests run on a worker thread, step k is due at the monotonic deadline t0 + k·dt."""
+
+    def __init__(self, dt: float, latency_window: int):
+        self.dt = dt
+        self.round_trips: deque = deque(maxlen=latency_window)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-request")
+        self.t0 = time.monotonic()
+
+    def start(self) -> None:
+        self.t0 = time.monotonic()
+
+    def submit(self, request, stacked: dict, step: int) -> Pending:
+        return Pending(step, future=self.executor.submit(request, stacked))
+
+    def arrived(self, pending: Pending, step: int) -> bool:
+        return pending.future.done()
+
+    def wait(self, pending: Pending) -> int:
+        pending.future.result()
+        return 0  # waiting took real time: it shows as deadline misses
+
+    def collect(self, pending: Pending) -> tuple[np.ndarray, float]:
+        actions, round_trip = pending.future.result()
+        self.round_trips.append(round_trip)
+        return actions, round_trip
+
+    def wait_until_due(self, step: int) -> float:
+        """Sleep until step's deadline; how late we are past it (seconds, >= 0 unless early)."""
+        deadline = self.t0 + step * self.dt
+        delay = deadline - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        return time.monotonic() - deadline
+
+    def steps_until_arrival(self, step: int) -> int:
+        """Steps that will have been executed before a chunk requested now arrives (windowed p90 round trip)."""
+        if not self.round_trips:
+            return 0
+        round_trip = float(np.percentile(self.round_trips, 90))
+        time_left = self.t0 + step * self.dt - time.monotonic()
+        return max(0, math.ceil((round_trip - time_left) / self.dt))
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+
+
+class SimulatedDelay:
+    """Simulation steps instead of time: a chunk requested with observation k becomes available at step
+    k + ``delay_steps`` while the queue keeps executing; deterministic, whatever the machine's load. In ``sync``
+    mode the robot stands still for the delay instead (counted as idle steps)."""
+
+    def __init__(self, delay_steps: int):
+        if delay_steps < 0:
+            raise ValueError(f"delay_steps must be >= 0; got {delay_steps}")
+        self.delay_steps = delay_steps
+
+    def start(self) -> None:
+        pass
+
+    def submit(self, request, stacked: dict, step: int) -> Pending:
+        return Pending(step, result=request(stacked), available_step=step + self.delay_steps)
+
+    def arrived(self, pending: Pending, step: int) -> bool:
+        return step >= pending.available_step
+
+    def wait(self, pending: Pending) -> int:
+        pending.available_step = pending.first_step  # nothing was executed meanwhile
+        return self.delay_steps
+
+    def collect(self, pending: Pending) -> tuple[np.ndarray, float]:
+        return pending.result
+
+    def wait_until_due(self, step: int) -> float:
+        return 0.0
+
+    def steps_until_arrival(self, step: int) -> int:
+        return self.delay_steps
+
+    def close(self) -> None:
+        pass
+
+
 class ControlLoop:
     """Runs episodes of ``env`` (gymnasium, one action per ``step``) at ``rate_hz`` with chunks from
-    ``client.infer`` (a ``PolicyClient``, or anything with that method and a ``spec``)."""
+    ``client.infer`` (a ``PolicyClient``, or anything with that method and a ``spec``). With ``delay_steps`` the
+    loop runs in simulation steps instead of real time (``SimulatedDelay``)."""
 
     def __init__(self, client, rate_hz: float | None = None, mode: str = "replace", threshold: int | str = "auto",
-                 ensemble_k: float = 0.01, late_tolerance: float = 0.1, latency_window: int = 20):
+                 ensemble_k: float = 0.01, late_tolerance: float = 0.1, latency_window: int = 20,
+                 delay_steps: int | None = None):
         self.client, self.spec = client, client.spec
         self.rate_hz = float(rate_hz or self.spec.control_rate_hz)
         if not self.rate_hz > 0:
@@ -101,8 +203,7 @@ class ControlLoop:
         self.dt = 1.0 / self.rate_hz
         self.mode, self.threshold, self.ensemble_k = mode, threshold, ensemble_k
         self.late_tolerance_s = late_tolerance * self.dt  # a step applied later than this past its deadline is a miss
-        self.round_trips: deque = deque(maxlen=latency_window)
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-request")
+        self.clock = WallClock(self.dt, latency_window) if delay_steps is None else SimulatedDelay(delay_steps)
 
     # ------------------------------------------------------------------ requests
     def _request(self, stacked: dict) -> tuple[np.ndarray, float]:
@@ -116,64 +217,61 @@ class ControlLoop:
             raise FloatingPointError("the server returned non-finite actions; stopping the loop")
         return actions, time.monotonic() - started
 
-    def _steps_until_arrival(self, deadline: float) -> int:
-        """How many steps will have been executed before a chunk requested now arrives (windowed p90)."""
-        if not self.round_trips:
-            return 0
-        round_trip = float(np.percentile(self.round_trips, 90))
-        return max(0, math.ceil((round_trip - (deadline - time.monotonic())) / self.dt))
-
-    def _should_request(self, queue: ChunkQueue, step: int, deadline: float) -> bool:
+    def _should_request(self, queue: ChunkQueue, step: int) -> bool:
         remaining = queue.remaining(step)
         if self.mode == "sync":
             return remaining == 0
         if self.mode == "ensemble":
             return True
-        threshold = self._steps_until_arrival(deadline) if self.threshold == "auto" else self.threshold
+        threshold = self.clock.steps_until_arrival(step) if self.threshold == "auto" else self.threshold
         return remaining <= threshold
+
+    def _push(self, history: StepHistory, obs) -> dict[str, np.ndarray]:
+        """Add the environment's observation to the history; the stacked request {key: (To, *shape)}."""
+        history.steps = history.pushed(step_observation(self.spec, obs))
+        return {key: np.stack([step[key] for step in history.steps]) for key in self.spec.observation}
 
     # ------------------------------------------------------------------ one episode
     def run_episode(self, env, seed: int, max_steps: int | None = None) -> EpisodeResult:
-        history, queue = StepHistory(self.spec.n_obs_steps), ChunkQueue(self.mode, self.ensemble_k)
+        clock, history, queue = self.clock, StepHistory(self.spec.n_obs_steps), ChunkQueue(self.mode, self.ensemble_k)
         result = EpisodeResult(seed=seed, score=-math.inf, steps=0, deadline_misses=0, underruns=0,
                                dropped_actions=0, chunks=0)
+
+        def take(pending: Pending, step: int) -> np.ndarray:
+            actions, round_trip = clock.collect(pending)
+            result.round_trip_ms.append(round_trip * 1e3)
+            result.dropped_actions += queue.merge(pending.first_step, actions, step)
+            result.chunks += 1
+            return actions
+
         obs, _ = env.reset(seed=seed)
-        stacked = history.push(step_observation(self.spec, obs))
         # The robot starts at rest: wait for the first chunk, then start the clock.
-        actions, round_trip = self.executor.submit(self._request, stacked).result()
-        self.round_trips.append(round_trip)
-        result.round_trip_ms.append(round_trip * 1e3)
-        queue.merge(0, actions, 0)
-        result.chunks += 1
-        t0 = time.monotonic()
-        inflight: tuple[Future, int] | None = None
-        last_action = None
-        step = 0
+        first = clock.submit(self._request, self._push(history, obs), 0)
+        result.idle_steps += clock.wait(first)
+        fallback = take(first, 0)[0]
+        clock.start()
+        pending: Pending | None = None
+        last_action, step, first_applied, applied = None, 0, 0.0, 0.0
         while max_steps is None or step < max_steps:
-            deadline = t0 + step * self.dt
+            if pending is not None and clock.arrived(pending, step):
+                take(pending, step)
+                pending = None
             if step > 0:
-                stacked = history.push(step_observation(self.spec, obs))
-                if inflight is None and self._should_request(queue, step, deadline):
-                    inflight = (self.executor.submit(self._request, stacked), step)
-            if inflight is not None and self.mode == "sync":
-                inflight[0].result()
-            delay = deadline - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            if inflight is not None and inflight[0].done():
-                (actions, round_trip), first_step = inflight[0].result(), inflight[1]
-                self.round_trips.append(round_trip)
-                result.round_trip_ms.append(round_trip * 1e3)
-                result.dropped_actions += queue.merge(first_step, actions, step)
-                result.chunks += 1
-                inflight = None
+                stacked = self._push(history, obs)
+                if pending is None and self._should_request(queue, step):
+                    pending = clock.submit(self._request, stacked, step)
+            if pending is not None and self.mode == "sync":
+                result.idle_steps += clock.wait(pending)
+            late = clock.wait_until_due(step)
+            if pending is not None and clock.arrived(pending, step):  # a chunk that came while we waited
+                take(pending, step)
+                pending = None
             action = queue.pop(step)
             if action is None:
                 result.underruns += 1
-                action = last_action if last_action is not None else actions[0]
+                action = fallback if last_action is None else last_action  # hold
+            result.deadline_misses += int(late > self.late_tolerance_s)
             applied = time.monotonic()
-            if applied - deadline > self.late_tolerance_s:
-                result.deadline_misses += 1
             first_applied = applied if step == 0 else first_applied
             obs, reward, terminated, truncated, _ = env.step(action)
             last_action = action
@@ -181,14 +279,14 @@ class ControlLoop:
             step += 1
             if terminated or truncated:
                 break
-        if inflight is not None:
-            inflight[0].result()  # let the worker finish before the next episode
+        if pending is not None:
+            clock.wait(pending)  # let the worker finish before the next episode
         result.steps = step
         result.achieved_rate_hz = (step - 1) / (applied - first_applied) if step > 1 else 0.0
         return result
 
     def close(self) -> None:
-        self.executor.shutdown(wait=True)
+        self.clock.close()
 
 
 def summarize(results: list[EpisodeResult]) -> dict:

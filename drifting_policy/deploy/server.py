@@ -35,10 +35,10 @@ from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
 from drifting_policy.deploy import wire
+from drifting_policy.step_queues import StepHistory
 from drifting_policy.deploy.spec import (
     ObservationError,
     PolicySpec,
-    StepHistory,
     check_array,
     check_keys,
     example_inputs,
@@ -75,7 +75,8 @@ def request_to_batch(spec: PolicySpec, request, history: StepHistory) -> tuple[d
     if reset:
         history.reset()
     if not stacked:
-        obs = history.push(obs)
+        history.steps = history.pushed(obs)
+        obs = {key: np.stack([step[key] for step in history.steps]) for key in obs}
     return {key: value[None] for key, value in obs.items()}, (noise or None)
 
 

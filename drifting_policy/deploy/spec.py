@@ -128,19 +128,3 @@ def check_batch(spec: PolicySpec, inputs: dict) -> tuple[dict[str, np.ndarray], 
     if len(set(sizes.values())) != 1:
         raise ObservationError(f"every input needs the same batch size B; got {sizes}")
     return obs, (noise or None)
-
-
-class StepHistory:
-    """The last ``n_obs_steps`` single-step observations {key: (*shape)}, the first one repeated after a reset
-    (as ``select_action`` and DP's env wrapper do). ``push`` returns the stacked {key: (To, *shape)}."""
-
-    def __init__(self, n_obs_steps: int):
-        self.n_obs_steps = n_obs_steps
-        self.steps: list[dict] = []
-
-    def reset(self) -> None:
-        self.steps = []
-
-    def push(self, step: dict) -> dict[str, np.ndarray]:
-        self.steps = [step] * self.n_obs_steps if not self.steps else [*self.steps[1:], step]
-        return {key: np.stack([s[key] for s in self.steps]) for key in step}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
@@ -26,6 +25,7 @@ from drifting.checkpoint import CheckpointError, check_finite_weights
 from drifting_policy.models import ActionTransformer, ConditionalUnet1D, MultiImageObsEncoder
 from drifting_policy.normalizer import LinearNormalizer
 from drifting_policy.policies.config import PolicyConfig
+from drifting_policy.step_queues import ActionQueues
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -176,8 +176,7 @@ class BasePolicy(nn.Module):
 
     def reset(self) -> None:
         """Forget the observation and action queues of ``select_action`` (call at each episode start)."""
-        self._obs_queue: deque = deque(maxlen=self.config.n_obs_steps)
-        self._action_queue: deque = deque()
+        self._queues = ActionQueues(self.config.n_obs_steps, type(self).__name__)
 
     @torch.no_grad()
     def predict_action(self, obs_dict: Mapping, generator: torch.Generator | None = None,
@@ -269,19 +268,13 @@ class BasePolicy(nn.Module):
         prediction) raises and leaves both queues as they were, so the next good call is not affected."""
         step = dict(obs) if isinstance(obs, Mapping) else {"obs": obs}
         self._refuse_non_finite_obs(step, steps=None)
-        batch_size = self._step_batch_size(step)
-        if self._obs_queue and batch_size != self._step_batch_size(self._obs_queue[-1]):
-            raise ValueError(f"{type(self).__name__}: select_action got a batch of {batch_size} after batches of "
-                             f"{self._step_batch_size(self._obs_queue[-1])}; call reset() when the episodes change")
-        obs_queue = deque(self._obs_queue, maxlen=self.config.n_obs_steps)
-        obs_queue.extend([step] if obs_queue else [step] * self.config.n_obs_steps)
-        actions = self._action_queue
-        if not actions:
-            keys = step.keys() if self.config.shape_meta is None else self.config.shape_meta["obs"].keys()
-            stacked = {key: torch.stack([torch.as_tensor(s[key]) for s in obs_queue], dim=1) for key in keys}
-            actions = deque(self.predict_action(stacked)["action"].unbind(dim=1))
-        self._obs_queue, self._action_queue = obs_queue, actions
-        return actions.popleft()
+        keys = step.keys() if self.config.shape_meta is None else self.config.shape_meta["obs"].keys()
+
+        def predict_chunk(steps: list[dict]):
+            stacked = {key: torch.stack([torch.as_tensor(s[key]) for s in steps], dim=1) for key in keys}
+            return self.predict_action(stacked)["action"].unbind(dim=1)
+
+        return self._queues.next_action(step, self._step_batch_size(step), predict_chunk)
 
     # ------------------------------------------------------------------ checkpoints
     def save_pretrained(self, directory: str | os.PathLike) -> None:
