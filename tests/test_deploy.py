@@ -140,12 +140,12 @@ def test_onnx_select_action_queues_like_the_torch_policy(lowdim_onnx):
     assert len(calls) == 2  # a chunk every Ta = 4 calls
     np.testing.assert_array_equal(calls[0][:, 0], calls[0][:, 1])  # the first observation repeated
     np.testing.assert_array_equal(calls[1][:, :, 0], [[3, 4], [3, 4]])  # then the last To steps
-    queued = list(policy._actions)
+    queued = [a.tolist() for a in policy._queues.actions]
     with pytest.raises(ObservationError, match="non-finite"):
         policy.select_action({"obs": np.full((2, 5), np.nan, np.float32)})
-    with pytest.raises(ObservationError, match="batch size changed"):
+    with pytest.raises(ValueError, match="got a batch of 3 after batches of 2; call reset"):
         policy.select_action({"obs": np.zeros((3, 5), np.float32)})
-    assert [a.tolist() for a in policy._actions] == [a.tolist() for a in queued]  # a bad call changes nothing
+    assert [a.tolist() for a in policy._queues.actions] == queued  # a bad call changes nothing
     policy.reset()
     assert policy.select_action({"obs": np.zeros((3, 5), np.float32)}).shape == (3, 2)
 
@@ -454,28 +454,64 @@ class PlannerClient:
 @pytest.mark.parametrize("mode", ["sync", "replace", "ensemble"])
 def test_control_loop_executes_each_action_at_the_step_it_was_planned_for(lowdim, mode):
     _, spec = lowdim
-    env = StepCounterEnv()
-    loop = ControlLoop(PlannerClient(spec, delay=0.0), rate_hz=50, mode=mode)
+    env = StepCounterEnv(20)
+    loop = ControlLoop(PlannerClient(spec, delay=0.0), rate_hz=10, mode=mode)  # real time, fast answers
     result = loop.run_episode(env, seed=0)
     loop.close()
-    assert result.steps == 40
+    assert result.steps == 20 and result.underruns == 0 and result.dropped_actions == 0
+    np.testing.assert_allclose(env.actions, np.arange(20), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("mode, chunks", [("sync", 10), ("replace", 10), ("ensemble", 40)])
+def test_without_delay_the_loop_requests_what_eval_requests(lowdim, mode, chunks):
+    _, spec = lowdim
+    env = StepCounterEnv(40)
+    loop = ControlLoop(PlannerClient(spec, delay=0.0), mode=mode, delay_steps=0)
+    result = loop.run_episode(env, seed=0)
     np.testing.assert_allclose(env.actions, np.arange(40), rtol=0, atol=1e-9)
     assert result.underruns == 0 and result.dropped_actions == 0
-    if mode == "ensemble":
-        assert result.chunks >= 20  # a chunk per step, or nearly
-    else:
-        assert result.chunks == 10  # fast answers: a chunk every Ta = 4 steps, as in `eval`
+    assert result.chunks == chunks  # sync and replace: a chunk every Ta = 4 steps, as `eval`; ensemble: every step
 
 
-def test_replace_mode_requests_ahead_of_a_slow_server_and_drops_what_is_past(lowdim):
+@pytest.mark.parametrize("delay", [1, 2])
+def test_replace_mode_requests_ahead_of_a_delay_and_drops_what_is_past(lowdim, delay):
     _, spec = lowdim
     env = StepCounterEnv(30)
-    # Each round trip takes 1.5 control periods: the loop must ask two steps early and drop the stale actions.
+    loop = ControlLoop(PlannerClient(spec, delay=0.0), mode="replace", delay_steps=delay)
+    result = loop.run_episode(env, seed=0)
+    assert env.actions == list(range(30))  # never a stale or a repeated action
+    assert result.underruns == 0 and result.idle_steps == delay  # only the first chunk is waited for
+    assert result.dropped_actions == delay * (result.chunks - 1)  # the first d actions of each later chunk
+
+
+def test_a_delay_beyond_half_the_chunk_runs_the_queue_dry(lowdim):
+    """One request is in flight at a time, so a chunk of Ta = 4 covers a delay of at most 2 steps; at d = 3 the
+    queue runs dry and the last action is held: counted as underruns, and no stale action is ever executed."""
+    _, spec = lowdim
+    env = StepCounterEnv(30)
+    result = ControlLoop(PlannerClient(spec, delay=0.0), mode="replace", delay_steps=3).run_episode(env, seed=0)
+    assert result.underruns > 0
+    for step, action in enumerate(env.actions):
+        assert action == step or action == env.actions[step - 1]  # the planned action, or a hold
+
+
+def test_sync_mode_stands_still_for_each_delay(lowdim):
+    _, spec = lowdim
+    env = StepCounterEnv(40)
+    loop = ControlLoop(PlannerClient(spec, delay=0.0), mode="sync", delay_steps=3)
+    result = loop.run_episode(env, seed=0)
+    assert env.actions == list(range(40)) and result.chunks == 10 and result.idle_steps == 3 * 10
+
+
+def test_replace_mode_keeps_up_with_a_slow_server_in_real_time(lowdim):
+    _, spec = lowdim
+    env = StepCounterEnv(20)
+    # Each round trip takes 1.5 control periods: the loop must ask early and drop what is past.
     loop = ControlLoop(PlannerClient(spec, delay=0.15), rate_hz=10, mode="replace")
     result = loop.run_episode(env, seed=0)
     loop.close()
-    assert env.actions == list(range(30))  # never a stale or a repeated action
-    assert result.underruns == 0 and result.dropped_actions > 0
+    assert result.dropped_actions > 0
+    np.testing.assert_allclose(env.actions[result.underruns:], np.arange(result.underruns, 20))
 
 
 def test_control_loop_through_the_server_on_pusht(tmp_path):
@@ -500,3 +536,18 @@ def test_control_loop_through_the_server_on_pusht(tmp_path):
     log = OmegaConf.load(tmp_path / "control_log.json")
     assert log.steps == 30 and log.episodes == 1 and log.chunks >= 7
     assert (tmp_path / "media" / "test_100000.mp4").stat().st_size > 0
+
+
+def test_shipped_policy_exports_evaluates_and_serves(tmp_path, capsys):
+    """The pretrained PushT policy: the export command's parity check, and `eval` on one test seed."""
+    from drifting_policy.cli import main as cli
+
+    cli(["export", "checkpoint=pretrained/pusht_lowdim_drifting", f"out={tmp_path / 'pusht.onnx'}"])
+    printed = capsys.readouterr().out
+    assert "parity with torch" in printed and (tmp_path / "pusht.onnx").is_file()
+    spec = OnnxPolicy(tmp_path / "pusht.onnx").spec
+    assert (spec.task, spec.n_obs_steps, spec.n_action_steps, spec.control_rate_hz) == ("pusht_lowdim", 2, 4, 10)
+    cli(["eval", "checkpoint=pretrained/pusht_lowdim_drifting", "n_test=1", "n_train=0", "n_envs=1",
+         f"output_dir={tmp_path / 'eval'}"])
+    log = OmegaConf.load(tmp_path / "eval" / "eval_log.json")
+    assert 0 <= log["test/mean_score"] <= 1 and log.task == "pusht_lowdim"
