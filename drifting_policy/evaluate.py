@@ -7,6 +7,9 @@
   ``task=<name> policy=<name>`` for directories exported elsewhere;
 * a ``.ckpt`` file of a run: the policy is built from the saved config and given the EMA weights.
 
+Results (``eval_log.json``, videos) go to ``output_dir``, by default ``<run>/eval/<name>``, or
+``outputs/eval/<name>`` for a policy that is not inside a run folder.
+
 ``seed`` (default: the run's ``training.rollout_seed``, as its in-training rollouts used) seeds the policy's
 sampling noise: the same checkpoint, seed and episodes give the same score. Weights holding NaN or inf are refused
 when loaded, and the runner stops on a non-finite action rather than score it.
@@ -153,7 +156,8 @@ def evaluate(overrides: list[str]) -> dict:
     else:
         root = run_root(source)
         name = source.stem if source.is_file() else source.name
-        output_dir = root / "eval" / name if root else source.parent / f"eval_{name}"
+        # Outside a run (e.g. the shipped pretrained/ policies) results go under outputs/, not beside the policy.
+        output_dir = root / "eval" / name if root else Path("outputs") / "eval" / name
     output_dir.mkdir(parents=True, exist_ok=True)
 
     seed = int(options.get("seed", OmegaConf.select(cfg, "training.rollout_seed", default=0)))
