@@ -35,10 +35,6 @@ class PolicySpec:
     action: dict
     noise: dict = field(default_factory=dict)
 
-    @property
-    def dt(self) -> float:
-        return 1.0 / self.control_rate_hz
-
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -58,9 +54,6 @@ class PolicySpec:
 
     def observation_shape(self, key: str) -> tuple[int, ...]:
         return tuple(self.observation[key]["shape"])
-
-    def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.asarray(self.action["low"], np.float32), np.asarray(self.action["high"], np.float32)
 
 
 def example_inputs(spec: PolicySpec, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
