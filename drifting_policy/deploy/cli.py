@@ -159,7 +159,8 @@ def control(options: dict) -> None:
     tmp.write_text(json.dumps(summary, indent=2) + "\n")
     os.replace(tmp, output_dir / "control_log.json")
     print(f"score {summary['mean_score']:.3f} over {summary['episodes']} episodes ({spec.task}, "
-          f"mode={options['mode']}, {summary['chunks']} chunks); rate {summary['achieved_rate_hz']:.2f} Hz (asked {loop.rate_hz:g}); "
+          f"mode={options['mode']}, {summary['chunks']} chunks); rate {summary['achieved_rate_hz']:.2f} Hz "
+          f"(asked {loop.rate_hz:g}); "
           f"deadline misses {summary['deadline_misses']}, underruns {summary['underruns']}, dropped actions "
           f"{summary['dropped_actions']}; round trip p50 {summary['round_trip_ms_p50']:.1f} ms, p90 "
           f"{summary['round_trip_ms_p90']:.1f} ms, p99 {summary['round_trip_ms_p99']:.1f} ms")
