@@ -52,7 +52,8 @@ OPTIONS = {
         "rate_hz": Option(float, None, "control rate (default: the policy's)"),
         "episodes": Option(int, 10, "test episodes, seeds seed, seed + 1, ..."),
         "seed": Option(int, 100000, "first test seed (DP's test seeds start at 100000)"),
-        "mode": Option(str, "replace", "chunk hand-over", ("sync", "replace", "ensemble")),
+        "mode": Option(str, "replace", "chunk hand-over", ("sync", "replace", "ensemble", "best_of_n")),
+        "candidates": Option(int, 16, "best_of_n mode: chunks drawn per request"),
         "threshold": Option(str, "auto", "replace mode: actions left when the next chunk is requested, or auto"),
         "max_steps": Option(int, None, "stop each episode after this many steps"),
         "videos": Option(int, 2, "record the first N episodes"),
@@ -140,7 +141,7 @@ def control(options: dict) -> None:
     client = PolicyClient(options["server"], options["api_key"])
     spec = client.spec
     env_fn, seeds = task_env(options["task"] or spec.task, spec, options["episodes"], options["seed"])
-    loop = ControlLoop(client, options["rate_hz"], options["mode"], threshold)
+    loop = ControlLoop(client, options["rate_hz"], options["mode"], threshold, candidates=options["candidates"])
     output_dir = Path(options["output_dir"])
     results = []
     env = VideoRecorder(env_fn(), fps=round(loop.rate_hz))

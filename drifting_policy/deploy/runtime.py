@@ -12,7 +12,10 @@ Hand-over modes, when a new chunk meets the queue:
 - ``replace``: request while actions remain, so the chunk arrives in time; it replaces the queue from its first
   executable step on (DP's real-robot loop: a new chunk overwrites the old one's tail);
 - ``ensemble``: request every step and execute, for each step, the average of every chunk's action for it with
-  weights exp(-k·i), i = 0 for the oldest (ACT's temporal ensembling, k = 0.01).
+  weights exp(-k·i), i = 0 for the oldest (ACT's temporal ensembling, k = 0.01);
+- ``best_of_n``: as ``replace``, but the server draws ``candidates`` chunks in one batched pass and keeps the one
+  closest to the actions still queued (``best_of_n.choose_consistent``), so the hand-over does not jump between
+  modes.
 In ``replace`` mode the request goes out when the queue holds no more actions than the steps a round trip will
 take; ``threshold='auto'`` estimates those from the 90th percentile of the last 20 round trips (a window, so one
 slow warm-up call is forgotten); with fast inference it is 0 and the loop runs exactly like ``eval``'s.
@@ -35,7 +38,7 @@ import numpy as np
 from drifting_policy.deploy.spec import PolicySpec
 from drifting_policy.step_queues import StepHistory
 
-MODES = ("sync", "replace", "ensemble")
+MODES = ("sync", "replace", "ensemble", "best_of_n")
 
 
 class ChunkQueue:
@@ -60,13 +63,19 @@ class ChunkQueue:
     def remaining(self, step: int) -> int:
         return sum(1 for s in self.predictions if s >= step)
 
+    def upcoming(self, step: int) -> np.ndarray:
+        """The queued actions (m, Da) for steps ``step``, ``step + 1``, ... up to the first gap."""
+        actions = []
+        while step + len(actions) in self.predictions:
+            candidates = self.predictions[step + len(actions)]
+            weights = np.exp(-self.ensemble_k * np.arange(len(candidates)))
+            actions.append(np.tensordot(weights / weights.sum(), np.stack(candidates), axes=1))
+        return np.stack(actions) if actions else np.zeros((0, 0), np.float32)
+
     def pop(self, step: int) -> np.ndarray | None:
-        candidates = self.predictions.pop(step, None)
+        action = self.upcoming(step)[:1]
         self.predictions = {s: a for s, a in self.predictions.items() if s > step}
-        if not candidates:
-            return None
-        weights = np.exp(-self.ensemble_k * np.arange(len(candidates)))
-        return np.tensordot(weights / weights.sum(), np.stack(candidates), axes=1)
+        return action[0] if len(action) else None
 
 
 @dataclass
@@ -190,7 +199,7 @@ class ControlLoop:
 
     def __init__(self, client, rate_hz: float | None = None, mode: str = "replace", threshold: int | str = "auto",
                  ensemble_k: float = 0.01, late_tolerance: float = 0.1, latency_window: int = 20,
-                 delay_steps: int | None = None):
+                 delay_steps: int | None = None, candidates: int = 16):
         self.client, self.spec = client, client.spec
         self.rate_hz = float(rate_hz or self.spec.control_rate_hz)
         if not self.rate_hz > 0:
@@ -201,7 +210,7 @@ class ControlLoop:
             raise ValueError(f"threshold must be 'auto' or an int >= 0 (actions left when the next chunk is "
                              f"requested); got {threshold!r}")
         self.dt = 1.0 / self.rate_hz
-        self.mode, self.threshold, self.ensemble_k = mode, threshold, ensemble_k
+        self.mode, self.threshold, self.ensemble_k, self.candidates = mode, threshold, ensemble_k, candidates
         self.late_tolerance_s = late_tolerance * self.dt  # a step applied later than this past its deadline is a miss
         self.clock = WallClock(self.dt, latency_window) if delay_steps is None else SimulatedDelay(delay_steps)
 
@@ -259,6 +268,8 @@ class ControlLoop:
             if step > 0:
                 stacked = self._push(history, obs)
                 if pending is None and self._should_request(queue, step):
+                    if self.mode == "best_of_n":  # the server keeps the candidate that continues the queue best
+                        stacked = {**stacked, "best_of_n": self.candidates, "committed": queue.upcoming(step)}
                     pending = clock.submit(self._request, stacked, step)
             if pending is not None and self.mode == "sync":
                 result.idle_steps += clock.wait(pending)

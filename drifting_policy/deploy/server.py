@@ -9,7 +9,10 @@ binary frame ``{"actions": (Ta, Da) float32, "policy_timing": {"infer_ms"}, "ser
 "queue_ms", "prev_total_ms"}}``; only ``actions`` is an array, so openpi's ``ActionChunkBroker`` slices it right.
 A request holds each observation key either stacked, (To, *shape), or as one step, (*shape): then the server
 keeps the connection's last To steps (the first repeated after a reset) as ``select_action`` does. Optional
-keys: the policy's noise inputs (for reproducible chunks) and ``reset`` (a bool, clears that history).
+keys: the policy's noise inputs (for reproducible chunks), ``reset`` (a bool, clears that history), and for
+best-of-N ``best_of_n`` (N candidates drawn in one batched pass; noise, if sent, then has a leading axis N) with
+``committed`` (m, Da), the actions the robot still executes from the request's step on: the reply is the candidate
+closest to them (its index in ``best_of_n.chosen``).
 
 Where it does better than openpi's server: the ``Authorization: Api-Key <key>`` header that openpi's client sends
 is checked (a missing or wrong key is refused at the handshake with HTTP 401); inference runs on a worker thread,
@@ -28,6 +31,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from http import HTTPStatus
 
 import numpy as np
@@ -35,6 +39,7 @@ from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
 from drifting_policy.deploy import wire
+from drifting_policy.deploy.best_of_n import MAX_CANDIDATES, choose_consistent
 from drifting_policy.step_queues import StepHistory
 from drifting_policy.deploy.spec import (
     ObservationError,
@@ -46,16 +51,36 @@ from drifting_policy.deploy.spec import (
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 RESET_KEY = "reset"
+BEST_OF_N_KEY, COMMITTED_KEY = "best_of_n", "committed"
 MAX_MESSAGE_BYTES = 16 * 2**20
 
 
-def request_to_batch(spec: PolicySpec, request, history: StepHistory) -> tuple[dict, dict | None]:
-    """One request -> a batch of one ({key: (1, To, *shape)}, noise {name: (1, *shape)} or None). Everything
-    is checked before the connection's step history changes, so a bad request leaves no trace."""
-    check_keys(spec, request, extra=(RESET_KEY,))
+@dataclass
+class Request:
+    """A checked request: a batch of one observation ({key: (1, To, *shape)}) repeated ``candidates`` times, the
+    noise for each ({name: (candidates, *shape)}, or None: drawn by the backend) and the committed actions to
+    choose by (best-of-N)."""
+
+    obs: dict
+    noise: dict | None
+    candidates: int = 1
+    committed: np.ndarray | None = None
+
+
+def parse_request(spec: PolicySpec, request, history: StepHistory) -> Request:
+    """Check one request against the spec. Everything is checked before the connection's step history changes,
+    so a bad request leaves no trace."""
+    check_keys(spec, request, extra=(RESET_KEY, BEST_OF_N_KEY, COMMITTED_KEY))
     reset = request.get(RESET_KEY, False)
     if not isinstance(reset, (bool, np.bool_)):
         raise ObservationError(f"'{RESET_KEY}' must be a bool; got {type(reset).__name__}")
+    candidates = request.get(BEST_OF_N_KEY, 1)
+    if not isinstance(candidates, (int, np.integer)) or isinstance(candidates, bool) \
+            or not 1 <= candidates <= MAX_CANDIDATES:
+        raise ObservationError(f"'{BEST_OF_N_KEY}' must be an int in [1, {MAX_CANDIDATES}]; got {candidates!r}")
+    committed = None
+    if COMMITTED_KEY in request:
+        committed = check_array(COMMITTED_KEY, request[COMMITTED_KEY], (None, spec.action_dim))
     forms = {}
     for key in spec.observation:
         shape, value = spec.observation_shape(key), request[key]
@@ -70,14 +95,17 @@ def request_to_batch(spec: PolicySpec, request, history: StepHistory) -> tuple[d
     stacked = forms[next(iter(forms))] == "stacked"
     leading = (spec.n_obs_steps,) if stacked else ()
     obs = {key: check_array(key, request[key], (*leading, *spec.observation_shape(key))) for key in spec.observation}
-    noise = {name: check_array(name, request[name], tuple(shape))[None]
+    # One noise draw per candidate: (*shape) for a single chunk, (N, *shape) with best_of_n = N.
+    noise_leading = (candidates,) if candidates > 1 else ()
+    noise = {name: check_array(name, request[name], (*noise_leading, *shape)).reshape(candidates, *shape)
              for name, shape in spec.noise.items() if name in request}
     if reset:
         history.reset()
     if not stacked:
         history.steps = history.pushed(obs)
         obs = {key: np.stack([step[key] for step in history.steps]) for key in obs}
-    return {key: value[None] for key, value in obs.items()}, (noise or None)
+    obs = {key: np.repeat(value[None], candidates, axis=0) for key, value in obs.items()}
+    return Request(obs, noise or None, int(candidates), committed)
 
 
 class PolicyServer:
@@ -90,7 +118,7 @@ class PolicyServer:
         self.max_message_bytes = max_message_bytes
         self.quiet = quiet
         self.metadata = {**spec.to_dict(), "server": "drifting-policy", "request_forms": ["stacked", "step"],
-                         "optional_keys": [*spec.noise, RESET_KEY]}
+                         "optional_keys": [*spec.noise, RESET_KEY, BEST_OF_N_KEY, COMMITTED_KEY]}
         # One worker: requests from every connection queue for the policy, the event loop never waits on it.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy")
         self.ready = False
@@ -117,10 +145,12 @@ class PolicyServer:
         return None
 
     # ------------------------------------------------------------------ one connection
-    def _infer(self, obs: dict, noise: dict | None) -> tuple[np.ndarray, float, float]:
+    def _infer(self, request: Request) -> tuple[np.ndarray, int, float, float]:
+        """(the chosen chunk (Ta, Da), its index among the candidates, start and end times)."""
         started = time.perf_counter()
-        actions = self.backend.predict(obs, noise)
-        return actions, started, time.perf_counter()
+        chunks = self.backend.predict(request.obs, request.noise)  # all candidates in one batched pass
+        chosen = 0 if request.committed is None else choose_consistent(chunks, request.committed)
+        return chunks[chosen], chosen, started, time.perf_counter()
 
     async def handle(self, connection) -> None:
         loop = asyncio.get_running_loop()
@@ -136,17 +166,19 @@ class PolicyServer:
                     if len(message) > self.max_message_bytes:
                         raise wire.WireError(f"message of {len(message)} bytes is over the limit of "
                                              f"{self.max_message_bytes}")
-                    obs, noise = request_to_batch(self.spec, wire.unpackb(message), history)
+                    request = parse_request(self.spec, wire.unpackb(message), history)
                 except ValueError as error:  # WireError and ObservationError
                     self.errors_sent += 1
                     await connection.send(f"bad request: {error}")
                     continue
-                actions, started, finished = await loop.run_in_executor(self.executor, self._infer, obs, noise)
+                actions, chosen, started, finished = await loop.run_in_executor(self.executor, self._infer, request)
                 infer_ms = (finished - started) * 1e3
-                reply = {"actions": np.ascontiguousarray(actions[0], dtype=np.float32),
+                reply = {"actions": np.ascontiguousarray(actions, dtype=np.float32),
                          "policy_timing": {"infer_ms": infer_ms},
                          "server_timing": {"infer_ms": (time.perf_counter() - received) * 1e3,
                                            "queue_ms": (started - received) * 1e3, "prev_total_ms": prev_total_ms}}
+                if request.candidates > 1:
+                    reply["best_of_n"] = {"candidates": request.candidates, "chosen": chosen}
                 await connection.send(wire.packb(reply))
                 self.requests_served += 1
                 prev_total_ms = (time.perf_counter() - received) * 1e3
