@@ -34,8 +34,9 @@ def load_torch_policy(checkpoint: str | Path, which: str = "last"):
 
     source = find_policy_source(Path(checkpoint), which)
     policy, cfg = load_policy(source, {})
-    name = source.parent.parent.name if source.parent.name == "pretrained" else source.stem if source.is_file() \
-        else source.name
+    source = source.resolve()
+    in_run = source.parent.name == "pretrained" and source.name in ("last", "best")  # <run>/pretrained/last
+    name = source.parent.parent.name if in_run else source.stem if source.is_file() else source.name
     return policy.eval(), cfg, name
 
 
