@@ -43,6 +43,8 @@ OPTIONS = {
                           ("torch", "onnx")),
         "device": Option(str, "cpu", "torch backend's device"),
         "seed": Option(int, None, "seed of the server's noise (for reproducible chunks send the noise instead)"),
+        "threads": Option(int, None, "intra-op threads of torch / onnxruntime (default: theirs; 1 leaves the "
+                                     "other cores to the event loop and the controller)"),
         "max_message_mb": Option(float, 16.0, "largest request answered; 4x this closes the connection"),
     },
     "control": {
@@ -120,7 +122,7 @@ def serve(options: dict) -> None:
     if options["checkpoint"] is None:
         raise SystemExit("drifting-policy serve: checkpoint=<run dir | pretrained dir | .ckpt | .onnx> is required")
     backend, spec = load_backend(options["checkpoint"], options["backend"], options["device"], options["seed"],
-                                 options["which"])
+                                 options["which"], options["threads"])
     PolicyServer(backend, spec, options["host"], options["port"], options["api_key"],
                  int(options["max_message_mb"] * 2**20)).run()
 

@@ -41,16 +41,18 @@ def load_torch_policy(checkpoint: str | Path, which: str = "last"):
 
 
 def load_backend(checkpoint: str | Path, backend: str = "torch", device: str = "cpu", seed: int | None = None,
-                 which: str = "last"):
+                 which: str = "last", threads: int | None = None):
     """(backend with ``predict``, spec). An ``.onnx`` file runs on onnxruntime; a torch checkpoint runs on torch,
-    or with ``backend='onnx'`` is exported to a temporary ONNX file first."""
+    or with ``backend='onnx'`` is exported to a temporary ONNX file first. ``threads``: intra-op threads."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
+    if threads is not None:
+        torch.set_num_threads(threads)
     path = Path(checkpoint)
     if path.suffix == ".onnx":
         if backend != "onnx":
             raise ValueError(f"{path} is an ONNX file; serve it with backend=onnx")
-        policy = OnnxPolicy(path, seed=seed)
+        policy = OnnxPolicy(path, seed=seed, threads=threads)
         return policy, policy.spec
     if seed is not None:
         torch.manual_seed(seed)
@@ -60,5 +62,5 @@ def load_backend(checkpoint: str | Path, backend: str = "torch", device: str = "
         return TorchBackend(policy, device), spec
     onnx_path = Path(tempfile.mkdtemp(prefix="drifting-policy-")) / f"{name}.onnx"
     export_policy(policy, spec, onnx_path, "onnx")
-    onnx_policy = OnnxPolicy(onnx_path, seed=seed)
+    onnx_policy = OnnxPolicy(onnx_path, seed=seed, threads=threads)
     return onnx_policy, onnx_policy.spec
