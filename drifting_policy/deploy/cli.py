@@ -151,6 +151,7 @@ def control(options: dict) -> None:
         for i, seed in enumerate(tqdm(seeds, desc=f"control at {loop.rate_hz:g} Hz")):
             env.video_path = str(output_dir / "media" / f"test_{seed}.mp4") if i < options["videos"] else None
             results.append(loop.run_episode(env, seed, options["max_steps"]))
+            env.flush()  # an episode cut short by max_steps still gets its video
     finally:
         env.close()
         loop.close()

@@ -50,3 +50,9 @@ class VideoRecorder(gym.Wrapper):
                 write_video(self.video_path, self._frames, self.fps)
                 self.video_path, self._frames = None, []
         return obs, reward, terminated, truncated, info
+
+    def flush(self) -> None:
+        """Write the recording of an episode stopped before it ended (by a step limit of the caller's, say)."""
+        if self.video_path is not None and self._frames:
+            write_video(self.video_path, self._frames, self.fps)
+        self.video_path, self._frames = None, []
