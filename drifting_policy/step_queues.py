@@ -7,7 +7,13 @@ none are left.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+
+
+def stack_steps(steps: list[dict], keys: Iterable[str], stack: Callable[[list], object]) -> dict:
+    """The steps as one array per key, ``{key: stack([step[key] for step in steps])}`` (``stack`` chooses the
+    library and the axis)."""
+    return {key: stack([step[key] for step in steps]) for key in keys}
 
 
 class StepHistory:

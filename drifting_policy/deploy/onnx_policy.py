@@ -9,11 +9,13 @@ control rate) is read from the file's metadata.
 """
 from __future__ import annotations
 
+import functools
 import os
+
 import numpy as np
 
 from drifting_policy.deploy.spec import SPEC_METADATA_KEY, PolicySpec, check_array, check_batch, check_keys
-from drifting_policy.step_queues import ActionQueues
+from drifting_policy.step_queues import ActionQueues, stack_steps
 
 
 class OnnxPolicy:
@@ -64,7 +66,7 @@ class OnnxPolicy:
                 for key in self.spec.observation}
 
         def predict_chunk(steps: list[dict]):
-            stacked = {key: np.stack([s[key] for s in steps], axis=1) for key in self.spec.observation}
+            stacked = stack_steps(steps, self.spec.observation, functools.partial(np.stack, axis=1))
             return list(self.predict_action(stacked)["action"].transpose(1, 0, 2))
 
         return self._queues.next_action(step, len(next(iter(step.values()))), predict_chunk)

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from drifting_policy.deploy.spec import PolicySpec
-from drifting_policy.step_queues import StepHistory
+from drifting_policy.step_queues import StepHistory, stack_steps
 
 MODES = ("sync", "replace", "ensemble", "best_of_n")
 
@@ -63,19 +63,23 @@ class ChunkQueue:
     def remaining(self, step: int) -> int:
         return sum(1 for s in self.predictions if s >= step)
 
+    def _action(self, step: int) -> np.ndarray:
+        """The step's action: its one prediction, or (ensemble) their average, the oldest weighing exp(0)."""
+        candidates = self.predictions[step]
+        weights = np.exp(-self.ensemble_k * np.arange(len(candidates)))
+        return np.tensordot(weights / weights.sum(), np.stack(candidates), axes=1)
+
     def upcoming(self, step: int) -> np.ndarray:
         """The queued actions (m, Da) for steps ``step``, ``step + 1``, ... up to the first gap."""
         actions = []
         while step + len(actions) in self.predictions:
-            candidates = self.predictions[step + len(actions)]
-            weights = np.exp(-self.ensemble_k * np.arange(len(candidates)))
-            actions.append(np.tensordot(weights / weights.sum(), np.stack(candidates), axes=1))
+            actions.append(self._action(step + len(actions)))
         return np.stack(actions) if actions else np.zeros((0, 0), np.float32)
 
     def pop(self, step: int) -> np.ndarray | None:
-        action = self.upcoming(step)[:1]
+        action = self._action(step) if step in self.predictions else None
         self.predictions = {s: a for s, a in self.predictions.items() if s > step}
-        return action[0] if len(action) else None
+        return action
 
 
 @dataclass
@@ -238,7 +242,7 @@ class ControlLoop:
     def _push(self, history: StepHistory, obs) -> dict[str, np.ndarray]:
         """Add the environment's observation to the history; the stacked request {key: (To, *shape)}."""
         history.steps = history.pushed(step_observation(self.spec, obs))
-        return {key: np.stack([step[key] for step in history.steps]) for key in self.spec.observation}
+        return stack_steps(history.steps, self.spec.observation, np.stack)
 
     # ------------------------------------------------------------------ one episode
     def run_episode(self, env, seed: int, max_steps: int | None = None) -> EpisodeResult:

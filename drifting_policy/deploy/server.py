@@ -40,7 +40,6 @@ from websockets.exceptions import ConnectionClosed
 
 from drifting_policy.deploy import wire
 from drifting_policy.deploy.best_of_n import MAX_CANDIDATES, choose_consistent
-from drifting_policy.step_queues import StepHistory
 from drifting_policy.deploy.spec import (
     ObservationError,
     PolicySpec,
@@ -48,6 +47,7 @@ from drifting_policy.deploy.spec import (
     check_keys,
     example_inputs,
 )
+from drifting_policy.step_queues import StepHistory, stack_steps
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 RESET_KEY = "reset"
@@ -103,7 +103,7 @@ def parse_request(spec: PolicySpec, request, history: StepHistory) -> Request:
         history.reset()
     if not stacked:
         history.steps = history.pushed(obs)
-        obs = {key: np.stack([step[key] for step in history.steps]) for key in obs}
+        obs = stack_steps(history.steps, obs, np.stack)
     obs = {key: np.repeat(value[None], candidates, axis=0) for key, value in obs.items()}
     return Request(obs, noise or None, int(candidates), committed)
 

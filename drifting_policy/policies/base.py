@@ -25,7 +25,7 @@ from drifting.checkpoint import CheckpointError, check_finite_weights
 from drifting_policy.models import ActionTransformer, ConditionalUnet1D, MultiImageObsEncoder
 from drifting_policy.normalizer import LinearNormalizer
 from drifting_policy.policies.config import PolicyConfig
-from drifting_policy.step_queues import ActionQueues
+from drifting_policy.step_queues import ActionQueues, stack_steps
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -271,7 +271,7 @@ class BasePolicy(nn.Module):
         keys = step.keys() if self.config.shape_meta is None else self.config.shape_meta["obs"].keys()
 
         def predict_chunk(steps: list[dict]):
-            stacked = {key: torch.stack([torch.as_tensor(s[key]) for s in steps], dim=1) for key in keys}
+            stacked = stack_steps(steps, keys, lambda values: torch.stack([torch.as_tensor(v) for v in values], dim=1))
             return self.predict_action(stacked)["action"].unbind(dim=1)
 
         return self._queues.next_action(step, self._step_batch_size(step), predict_chunk)
