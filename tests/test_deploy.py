@@ -21,11 +21,11 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from drifting_policy.deploy import wire
+from drifting_policy.deploy.best_of_n import choose_consistent
 from drifting_policy.deploy.client import PolicyClient
 from drifting_policy.deploy.export import check_parity, export_policy, policy_spec, read_pt2_spec
 from drifting_policy.deploy.load import TorchBackend
 from drifting_policy.deploy.onnx_policy import OnnxPolicy
-from drifting_policy.deploy.best_of_n import choose_consistent
 from drifting_policy.deploy.runtime import ChunkQueue, ControlLoop
 from drifting_policy.deploy.server import PolicyServer
 from drifting_policy.deploy.spec import ObservationError, PolicySpec, check_batch, example_inputs
@@ -565,6 +565,20 @@ class RecordingPlanner(PlannerClient):
     def infer(self, request):
         self.requests.append(request)
         return super().infer(request)
+
+
+def test_best_of_n_with_an_empty_queue_sends_no_committed_actions(lowdim):
+    """Fast answers: the queue is empty at every request, and (0, Da) committed actions are a valid request."""
+    policy, spec = lowdim
+    with PolicyServer(TorchBackend(policy), spec, port=0, quiet=True).start_in_thread() as handle, \
+            PolicyClient(handle.uri) as client:
+        recorded = []
+        infer = client.infer
+        client.infer = lambda request: recorded.append(request) or infer(request)
+        env = StepCounterEnv(12)
+        result = ControlLoop(client, mode="best_of_n", delay_steps=0, candidates=4).run_episode(env, seed=0)
+    assert result.steps == 12 and result.underruns == 0 and result.chunks == 3
+    assert [r["committed"].shape for r in recorded[1:]] == [(0, 2), (0, 2)]
 
 
 def test_best_of_n_mode_sends_the_queued_actions_as_committed(lowdim):

@@ -273,7 +273,8 @@ class ControlLoop:
                 stacked = self._push(history, obs)
                 if pending is None and self._should_request(queue, step):
                     if self.mode == "best_of_n":  # the server keeps the candidate that continues the queue best
-                        stacked = {**stacked, "best_of_n": self.candidates, "committed": queue.upcoming(step)}
+                        committed = queue.upcoming(step).reshape(-1, self.spec.action_dim)  # (0, Da) when empty
+                        stacked = {**stacked, "best_of_n": self.candidates, "committed": committed}
                     pending = clock.submit(self._request, stacked, step)
             if pending is not None and self.mode == "sync":
                 result.idle_steps += clock.wait(pending)
