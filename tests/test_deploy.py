@@ -37,10 +37,10 @@ TINY = dict(horizon=8, n_obs_steps=2, n_action_steps=4, down_dims=(16, 32), diff
 RUN_CFG = OmegaConf.create({"task": {"name": "toy", "env_runner": {"fps": 10}}})
 
 
-def tiny_policy(kind: str = "unet", extra_noise_dim: int = 0) -> DriftingPolicy:
+def tiny_policy(kind: str = "unet", extra_noise_dim: int = 0, max_prefix_delay: int = 0) -> DriftingPolicy:
     torch.manual_seed(0)
     options = dict(TINY, backbone="transformer" if kind == "transformer" else "unet", action_dim=2,
-                   extra_noise_dim=extra_noise_dim)
+                   extra_noise_dim=extra_noise_dim, max_prefix_delay=max_prefix_delay)
     normalizer = LinearNormalizer()
     # Actions in the hundreds, like PushT's pixels: the parity check must hold at that scale.
     fit = {"action": torch.randn(200, 2) * 80 + 250}
@@ -79,9 +79,11 @@ def server(lowdim):
 
 
 # ---------------------------------------------------------------------------------------------- export
-@pytest.mark.parametrize("kind", ["unet", "transformer", "image"])
-def test_export_is_one_graph_that_matches_torch(kind, tmp_path):
-    policy = tiny_policy(kind, extra_noise_dim=3 if kind == "transformer" else 0)
+@pytest.mark.parametrize("kind, prefix", [("unet", 0), ("transformer", 3), ("image", 0), ("unet", 3)])
+def test_export_is_one_graph_that_matches_torch(kind, prefix, tmp_path):
+    """Observations, noise (and for a prefix policy the padded prefix and its mask, random lengths per row) in,
+    the chunk from the current step out, as torch computes it."""
+    policy = tiny_policy(kind, extra_noise_dim=3 if kind == "transformer" else 0, max_prefix_delay=prefix)
     spec = policy_spec(policy, RUN_CFG, kind)
     for fmt in ("onnx", "pt2"):
         path = export_policy(policy, spec, tmp_path / f"{kind}.{fmt}", fmt)
@@ -91,9 +93,10 @@ def test_export_is_one_graph_that_matches_torch(kind, tmp_path):
     assert [p.name for p in sorted(tmp_path.iterdir())] == [f"{kind}.onnx", f"{kind}.pt2"]  # no temporary files
     onnx_policy = OnnxPolicy(tmp_path / f"{kind}.onnx")
     assert onnx_policy.spec == spec == read_pt2_spec(tmp_path / f"{kind}.pt2")
-    assert onnx_policy.input_names == [*spec.observation, *spec.noise]
+    assert onnx_policy.input_names == [*spec.observation, *spec.noise, *(["prefix", "prefix_mask"] if prefix else [])]
     expected_noise = {"noise": [8, 2]} | ({"extra_noise": [3]} if kind == "transformer" else {})
     assert spec.noise == expected_noise and spec.control_rate_hz == 10 and spec.action["shape"] == [4, 2]
+    assert spec.max_prefix_steps == prefix and spec.chunk_steps == 7
 
 
 def test_spec_records_shapes_bounds_and_rate(lowdim):
@@ -266,10 +269,10 @@ class BlockingBackend:
     def __init__(self, inner):
         self.inner, self.release, self.entered = inner, threading.Event(), threading.Event()
 
-    def predict(self, obs, noise):
+    def predict(self, obs, noise=None, prefix=None):
         self.entered.set()
         assert self.release.wait(30), "the test never released the backend"
-        return self.inner.predict(obs, noise)
+        return self.inner.predict(obs, noise, prefix)
 
 
 def healthz(port: int) -> int:
@@ -441,7 +444,7 @@ class StepCounterEnv:
 
 class PlannerClient:
     """A chunk from observation k holds the values k, k + 1, ...: an executed action shows the step it was
-    planned for. ``delay`` seconds per request."""
+    planned for. ``delay`` seconds per request; as many actions as asked (``action_steps``, as the server)."""
 
     def __init__(self, spec, delay: float):
         self.spec, self.delay = spec, delay
@@ -449,7 +452,8 @@ class PlannerClient:
     def infer(self, request):
         time.sleep(self.delay)
         k = float(request["obs"][-1, 0])
-        return {"actions": np.repeat((k + np.arange(self.spec.n_action_steps))[:, None], 2, axis=1)}
+        steps = request.get("action_steps", self.spec.n_action_steps)
+        return {"actions": np.repeat((k + np.arange(steps))[:, None], 2, axis=1)}
 
 
 @pytest.mark.parametrize("mode", ["sync", "replace", "ensemble"])
@@ -477,7 +481,7 @@ def test_without_delay_the_loop_requests_what_eval_requests(lowdim, mode, chunks
     assert result.chunks == chunks  # sync and replace: a chunk every Ta = 4 steps, as `eval`; ensemble: every step
 
 
-@pytest.mark.parametrize("delay", [1, 2])
+@pytest.mark.parametrize("delay", [1, 2, 3])
 def test_replace_mode_requests_ahead_of_a_delay_and_drops_what_is_past(lowdim, delay):
     _, spec = lowdim
     env = StepCounterEnv(30)
@@ -488,12 +492,13 @@ def test_replace_mode_requests_ahead_of_a_delay_and_drops_what_is_past(lowdim, d
     assert result.dropped_actions == delay * (result.chunks - 1)  # the first d actions of each later chunk
 
 
-def test_a_delay_beyond_half_the_chunk_runs_the_queue_dry(lowdim):
-    """One request is in flight at a time, so a chunk of Ta = 4 covers a delay of at most 2 steps; at d = 3 the
-    queue runs dry and the last action is held: counted as underruns, and no stale action is ever executed."""
+def test_a_delay_beyond_the_chunk_s_spare_actions_runs_the_queue_dry(lowdim):
+    """The loop asks for the chunk from the current step (T - To + 1 = 7 actions) and executes 4 before the next
+    request, so a delay of up to 3 steps is covered (above); at d = 4 the queue runs dry and the last action is
+    held: counted as underruns, and no stale action is ever executed."""
     _, spec = lowdim
     env = StepCounterEnv(30)
-    result = ControlLoop(PlannerClient(spec, delay=0.0), mode="replace", delay_steps=3).run_episode(env, seed=0)
+    result = ControlLoop(PlannerClient(spec, delay=0.0), mode="replace", delay_steps=4).run_episode(env, seed=0)
     assert result.underruns > 0
     for step, action in enumerate(env.actions):
         assert action == step or action == env.actions[step - 1]  # the planned action, or a hold
@@ -538,7 +543,7 @@ def test_server_best_of_n_draws_candidates_in_one_pass_and_returns_the_consisten
     backend = TorchBackend(policy)
     batches = []
     predict = backend.predict
-    backend.predict = lambda obs, noise: batches.append(len(obs["obs"])) or predict(obs, noise)
+    backend.predict = lambda obs, noise, prefix=None: batches.append(len(obs["obs"])) or predict(obs, noise, prefix)
     obs = example_inputs(spec, 1, seed=2)["obs"][0]
     noise = np.random.default_rng(0).standard_normal((6, 8, 2)).astype(np.float32)
     chunks = policy.predict_action({"obs": torch.from_numpy(np.repeat(obs[None], 6, 0))},
@@ -567,8 +572,9 @@ class RecordingPlanner(PlannerClient):
         return super().infer(request)
 
 
-def test_best_of_n_with_an_empty_queue_sends_no_committed_actions(lowdim):
-    """Fast answers: the queue is empty at every request, and (0, Da) committed actions are a valid request."""
+def test_best_of_n_through_the_server_sends_what_the_queue_still_holds(lowdim):
+    """Fast answers: each request (every Ta = 4 steps) commits the 3 actions the queue still holds of the last
+    chunk's 7; the server takes them and the loop runs without a gap."""
     policy, spec = lowdim
     with PolicyServer(TorchBackend(policy), spec, port=0, quiet=True).start_in_thread() as handle, \
             PolicyClient(handle.uri) as client:
@@ -578,7 +584,7 @@ def test_best_of_n_with_an_empty_queue_sends_no_committed_actions(lowdim):
         env = StepCounterEnv(12)
         result = ControlLoop(client, mode="best_of_n", delay_steps=0, candidates=4).run_episode(env, seed=0)
     assert result.steps == 12 and result.underruns == 0 and result.chunks == 3
-    assert [r["committed"].shape for r in recorded[1:]] == [(0, 2), (0, 2)]
+    assert [r["committed"].shape for r in recorded] == [(0, 2), (3, 2), (3, 2)]
 
 
 def test_best_of_n_mode_sends_the_queued_actions_as_committed(lowdim):
@@ -588,9 +594,9 @@ def test_best_of_n_mode_sends_the_queued_actions_as_committed(lowdim):
     assert env.actions == list(range(20)) and result.underruns == 0
     later = client.requests[1:]
     assert later and all(r["best_of_n"] == 8 for r in later)
-    for request in later:  # a request made at step k commits the queued actions for steps k, k + 1
+    for request in later:  # a request made at step k (k - 4 + 7 = k + 3) commits the rest of the previous chunk
         k = request["obs"][-1, 0]
-        np.testing.assert_array_equal(request["committed"][:, 0], [k, k + 1])
+        np.testing.assert_array_equal(request["committed"][:, 0], [k, k + 1, k + 2])
 
 
 def test_control_loop_through_the_server_on_pusht(tmp_path):

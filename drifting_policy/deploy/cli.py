@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from drifting_policy.deploy.runtime import MODES
 from drifting_policy.errors import UserError
 
 
@@ -54,9 +55,11 @@ OPTIONS = {
         "rate_hz": Option(float, None, "control rate (default: the policy's)"),
         "episodes": Option(int, 10, "test episodes, seeds seed, seed + 1, ..."),
         "seed": Option(int, 100000, "first test seed (DP's test seeds start at 100000)"),
-        "mode": Option(str, "replace", "chunk hand-over", ("sync", "replace", "ensemble", "best_of_n")),
+        "mode": Option(str, "replace", "chunk hand-over", MODES),
         "candidates": Option(int, 16, "best_of_n mode: chunks drawn per request"),
-        "threshold": Option(str, "auto", "replace mode: actions left when the next chunk is requested, or auto"),
+        "horizon": Option(int, None, "actions executed per chunk before the next request (default: the policy's Ta)"),
+        "delay_steps": Option(int, None, "simulate an inference delay of this many control steps instead of "
+                                         "running in real time (deterministic)"),
         "max_steps": Option(int, None, "stop each episode after this many steps"),
         "videos": Option(int, 2, "record the first N episodes"),
         "output_dir": Option(str, "outputs/control", "where the summary and videos go"),
@@ -105,8 +108,10 @@ def export(options: dict) -> None:
     data_units, normalized = check_parity(policy, spec, out)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB): observations "
           f"{ {k: (spec.n_obs_steps, *v['shape']) for k, v in spec.observation.items()} }, noise "
-          f"{ {k: tuple(v) for k, v in spec.noise.items()} } -> action ({spec.n_action_steps}, {spec.action_dim}) "
-          f"at {spec.control_rate_hz:g} Hz, batch axis dynamic")
+          f"{ {k: tuple(v) for k, v in spec.noise.items()} }"
+          + (f", prefix ({spec.max_prefix_steps}, {spec.action_dim}) + mask" if spec.max_prefix_steps else "")
+          + f" -> action ({spec.chunk_steps}, {spec.action_dim}) (the first {spec.n_action_steps} executed by "
+          f"default) at {spec.control_rate_hz:g} Hz, batch axis dynamic")
     print(f"parity with torch (batches of 1 and 3, random observations and noise): max abs difference "
           f"{data_units:.3g} in data units, {normalized:.3g} in normalised units (tolerance {options['tolerance']:g})")
     if not normalized <= options["tolerance"]:
@@ -135,15 +140,15 @@ def control(options: dict) -> None:
     from drifting_policy.deploy.tasks import task_env
     from envs.common.video import VideoRecorder
 
-    threshold = options["threshold"]
-    if threshold != "auto":
-        if not threshold.isdigit():
-            raise SystemExit(f"drifting-policy control: threshold={threshold!r}; allowed: auto or an int >= 0")
-        threshold = int(threshold)
     client = PolicyClient(options["server"], options["api_key"])
     spec = client.spec
     env_fn, seeds = task_env(options["task"] or spec.task, spec, options["episodes"], options["seed"])
-    loop = ControlLoop(client, options["rate_hz"], options["mode"], threshold, candidates=options["candidates"])
+    try:
+        loop = ControlLoop(client, options["rate_hz"], options["mode"], options["horizon"],
+                           delay_steps=options["delay_steps"], candidates=options["candidates"])
+    except ValueError as error:
+        client.close()
+        raise SystemExit(f"drifting-policy control: {error}") from None
     output_dir = Path(options["output_dir"])
     results = []
     env = VideoRecorder(env_fn(), fps=round(loop.rate_hz))
@@ -157,6 +162,7 @@ def control(options: dict) -> None:
         loop.close()
         client.close()
     summary = {"server": options["server"], "mode": options["mode"], "rate_hz": loop.rate_hz,
+               "horizon": loop.horizon, "delay_steps": options["delay_steps"],
                **summarize(results), "scores": {r.seed: r.score for r in results}}
     output_dir.mkdir(parents=True, exist_ok=True)
     tmp = output_dir / ".control_log.json.tmp"
@@ -168,6 +174,9 @@ def control(options: dict) -> None:
           f"deadline misses {summary['deadline_misses']}, underruns {summary['underruns']}, dropped actions "
           f"{summary['dropped_actions']}; round trip p50 {summary['round_trip_ms_p50']:.1f} ms, p90 "
           f"{summary['round_trip_ms_p90']:.1f} ms, p99 {summary['round_trip_ms_p99']:.1f} ms")
+    print(f"motion: mean squared jerk {summary['mean_squared_jerk']:.4g}, hand-over jump max "
+          f"{summary['max_handover_jump']:.4g} / mean {summary['mean_handover_jump']:.4g} (mean step "
+          f"{summary['mean_step']:.4g}); idle steps {summary['idle_steps']}")
     print(f"wrote {output_dir / 'control_log.json'}" + (f" and videos in {output_dir / 'media'}"
                                                         if options["videos"] else ""))
 

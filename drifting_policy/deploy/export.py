@@ -1,8 +1,9 @@
-"""One graph per policy: raw observations and noise in, the executed action chunk in data units out.
+"""One graph per policy: raw observations and noise in, the action chunk from the current step in data units out.
 
 A drifting policy is one network evaluation per chunk, so its whole inference (normalise the observations,
-encode them, run the generator on the noise, unnormalise, take the executed Ta actions) is a single graph with
-no loop, and it exports as one: ONNX (``torch.onnx.export`` through ``torch.export``) and ``torch.export``'s
+encode them, run the generator on the noise, unnormalise, take the chunk from the current step: T - To + 1
+actions, of which ``eval`` executes the first Ta) is a single graph with no loop, and it exports as one. A policy
+trained with ``max_prefix_delay`` = D also takes ``prefix`` (B, D, Da) and ``prefix_mask`` (B, D). Formats: ONNX (``torch.onnx.export`` through ``torch.export``) and ``torch.export``'s
 ``ExportedProgram`` (``.pt2``). The batch axis is dynamic; the spec (observation and action shapes, To, Ta, the
 control rate) is stored in the file's metadata.
 
@@ -20,7 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from drifting_policy.deploy.spec import SPEC_METADATA_KEY, PolicySpec, example_inputs
+from drifting_policy.deploy.spec import (
+    PREFIX_KEY,
+    PREFIX_MASK_KEY,
+    SPEC_METADATA_KEY,
+    PolicySpec,
+    example_inputs,
+)
 
 EXPORT_FORMATS = ("onnx", "pt2")
 PARITY_TOLERANCE = 1e-4  # max abs difference (data units) between the exported graph and torch on export
@@ -46,12 +53,13 @@ def policy_spec(policy, cfg, name: str) -> PolicySpec:
         action={"shape": [c.n_action_steps, c.action_dim], "dtype": "float32",
                 "low": stats["min"].tolist(), "high": stats["max"].tolist()},
         noise={key: list(shape[1:]) for key, shape in policy.noise_shapes(1).items()},
+        max_prefix_steps=policy.max_prefix_steps,
     )
 
 
 class ChunkGraph(nn.Module):
-    """``forward(*observations, *noise) -> (B, Ta, Da)``: the policy's ``action_chunk`` and ``executed_actions``
-    with positional inputs in the spec's order (observation keys, then noise names)."""
+    """``forward(*observations, *noise[, prefix, prefix_mask]) -> (B, T - To + 1, Da)``: the policy's
+    ``action_chunk`` from index To - 1, with positional inputs in ``graph_input_names`` order."""
 
     def __init__(self, policy, spec: PolicySpec):
         super().__init__()
@@ -60,16 +68,23 @@ class ChunkGraph(nn.Module):
                              "(a diffusion policy's sampler is a loop of network evaluations)")
         self.policy = policy
         self.obs_keys, self.noise_names = list(spec.observation), list(spec.noise)
+        self.first = spec.n_obs_steps - 1
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         obs = dict(zip(self.obs_keys, inputs[: len(self.obs_keys)]))
-        noise = dict(zip(self.noise_names, inputs[len(self.obs_keys):]))
-        return self.policy.executed_actions(self.policy.action_chunk(obs, noise=noise))
+        rest = inputs[len(self.obs_keys):]
+        noise = dict(zip(self.noise_names, rest[: len(self.noise_names)]))
+        prefix = rest[len(self.noise_names):]  # (prefix, prefix_mask) or nothing
+        return self.policy.action_chunk(obs, None, noise, *prefix)[:, self.first:]
+
+
+def graph_input_names(spec: PolicySpec) -> list[str]:
+    return [*spec.observation, *spec.noise, *((PREFIX_KEY, PREFIX_MASK_KEY) if spec.max_prefix_steps else ())]
 
 
 def _export_program(graph: ChunkGraph, spec: PolicySpec, batch_size: int = 2) -> torch.export.ExportedProgram:
     inputs = example_inputs(spec, batch_size)
-    args = tuple(torch.from_numpy(value) for value in inputs.values())
+    args = tuple(torch.from_numpy(inputs[name]) for name in graph_input_names(spec))
     batch = torch.export.Dim("batch", min=1, max=4096)
     return torch.export.export(graph, args, dynamic_shapes=(tuple({0: batch} for _ in args),))
 
@@ -93,7 +108,7 @@ def export_policy(policy, spec: PolicySpec, out: str | os.PathLike, fmt: str = "
         else:
             import onnx
 
-            onnx_program = torch.onnx.export(program, input_names=[*spec.observation, *spec.noise],
+            onnx_program = torch.onnx.export(program, input_names=graph_input_names(spec),
                                              output_names=["action"], opset_version=OPSET, dynamo=True,
                                              external_data=False, verbose=False)
             model = onnx_program.model_proto
@@ -106,7 +121,7 @@ def export_policy(policy, spec: PolicySpec, out: str | os.PathLike, fmt: str = "
 def check_parity(policy, spec: PolicySpec, path: str | os.PathLike, batch_sizes=(1, 3), seed: int = 0,
                  ) -> tuple[float, float]:
     """Max abs difference between the exported file (onnxruntime, or the loaded ExportedProgram) and the torch
-    policy's ``predict_action`` on random observations and noise, over the given batch sizes: in data units and
+    policy's ``action_chunk`` on random observations, noise (and prefixes), over the given batch sizes: in data units and
     in the normalised units the network produces (data units times the action normaliser's scale).
 
     The tolerance applies to the normalised units: a float32 graph agrees with another to about 1e-6 relative,
@@ -122,14 +137,16 @@ def check_parity(policy, spec: PolicySpec, path: str | os.PathLike, batch_sizes=
 
         def run(inputs):
             with torch.no_grad():
-                return module(*(torch.from_numpy(v) for v in inputs.values())).numpy()
+                return module(*(torch.from_numpy(inputs[name]) for name in graph_input_names(spec))).numpy()
     scale = policy.normalizer["action"].scale.detach().cpu().abs().numpy()
     worst_data = worst_normalized = 0.0
     for i, batch_size in enumerate(batch_sizes):
         inputs = example_inputs(spec, batch_size, seed + i)
         obs = {key: torch.from_numpy(inputs[key]) for key in spec.observation}
         noise = {name: torch.from_numpy(inputs[name]) for name in spec.noise}
-        expected = policy.predict_action(obs, noise=noise)["action"].cpu().numpy()
+        padded = [torch.from_numpy(inputs[name]) for name in (PREFIX_KEY, PREFIX_MASK_KEY) if name in inputs]
+        with torch.no_grad():
+            expected = policy.action_chunk(obs, None, noise, *padded)[:, spec.n_obs_steps - 1:].cpu().numpy()
         got = run(inputs)
         if got.shape != expected.shape:
             raise ValueError(f"{path}: the exported graph returned {got.shape} for batch {batch_size}, torch "

@@ -15,17 +15,22 @@ BACKENDS = ("torch", "onnx")
 
 
 class TorchBackend:
-    """``predict(obs, noise) -> (B, Ta, Da)`` on numpy arrays with the torch policy's ``predict_action``."""
+    """``predict(obs, noise, prefix) -> (B, T - To + 1, Da)``, the chunk from the current step, on numpy arrays with
+    the torch policy's ``predict_action``."""
 
     def __init__(self, policy, device: str | torch.device = "cpu"):
         self.policy = policy.to(device).eval()
         self.device = torch.device(device)
 
-    def predict(self, obs: dict[str, np.ndarray], noise: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    def predict(self, obs: dict[str, np.ndarray], noise: dict[str, np.ndarray] | None = None,
+                prefix: np.ndarray | None = None) -> np.ndarray:
         with torch.no_grad():
             obs_t = {key: torch.from_numpy(value).to(self.device) for key, value in obs.items()}
             noise_t = None if noise is None else {k: torch.from_numpy(v).to(self.device) for k, v in noise.items()}
-            return self.policy.predict_action(obs_t, noise=noise_t)["action"].cpu().numpy()
+            if prefix is not None and not prefix.size:
+                prefix = None  # nothing committed
+            chunk = self.policy.predict_action(obs_t, noise=noise_t, prefix=prefix)["action_pred"]
+            return chunk[:, self.policy.config.n_obs_steps - 1:].cpu().numpy()
 
 
 def load_torch_policy(checkpoint: str | Path, which: str = "last"):

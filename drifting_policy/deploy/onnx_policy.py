@@ -2,6 +2,7 @@
 
     policy = OnnxPolicy("pusht.onnx")
     policy.predict_action({"obs": obs})["action"]      # obs (B, To, 20) -> (B, Ta, 2), data units
+    policy.predict_action({"obs": obs}, prefix=committed)   # a prefix policy continues committed (B, d, 2)
     policy.reset(); action = policy.select_action({"obs": step_obs})   # (B, 20) -> (B, 2), a new chunk every Ta calls
 
 Needs only numpy and onnxruntime (``pip install "drifting-models[deploy]"``). The spec (keys, shapes, To, Ta,
@@ -14,7 +15,14 @@ import os
 
 import numpy as np
 
-from drifting_policy.deploy.spec import SPEC_METADATA_KEY, PolicySpec, check_array, check_batch, check_keys
+from drifting_policy.deploy.spec import (
+    SPEC_METADATA_KEY,
+    PolicySpec,
+    check_array,
+    check_batch,
+    check_keys,
+    padded_prefix,
+)
 from drifting_policy.step_queues import ActionQueues, stack_steps
 
 
@@ -37,23 +45,27 @@ class OnnxPolicy:
         self.reset()
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        """The graph on checked float32 inputs (observations and noise): (B, Ta, Da)."""
+        """The graph on checked float32 inputs (observations, noise, padded prefix): (B, T - To + 1, Da)."""
         return self.session.run(["action"], {name: inputs[name] for name in self.input_names})[0]
 
     def draw_noise(self, batch_size: int) -> dict[str, np.ndarray]:
         return {name: self.rng.standard_normal((batch_size, *shape), dtype=np.float32)
                 for name, shape in self.spec.noise.items()}
 
-    def predict(self, obs: dict[str, np.ndarray], noise: dict[str, np.ndarray] | None = None) -> np.ndarray:
-        """(B, Ta, Da) for checked float32 observations (B, To, *shape); noise drawn here unless given."""
+    def predict(self, obs: dict[str, np.ndarray], noise: dict[str, np.ndarray] | None = None,
+                prefix: np.ndarray | None = None) -> np.ndarray:
+        """The chunk from the current step (B, T - To + 1, Da) for checked float32 observations (B, To, *shape);
+        noise drawn here unless given; ``prefix`` (B, d, Da): committed actions to continue (prefix policies)."""
         batch_size = next(iter(obs.values())).shape[0]
-        return self.run({**obs, **(noise or self.draw_noise(batch_size))})
+        padded = padded_prefix(self.spec, prefix, batch_size)
+        return self.run({**obs, **(noise or self.draw_noise(batch_size)), **padded})
 
-    def predict_action(self, obs_dict: dict, noise: dict | None = None) -> dict[str, np.ndarray]:
+    def predict_action(self, obs_dict: dict, noise: dict | None = None,
+                       prefix: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """{'action': (B, Ta, Da)} for observations {key: (B, To, *shape)}; ``noise`` as the spec's ``noise``
-        with a batch axis (default: drawn from this policy's generator)."""
+        with a batch axis (default: drawn from this policy's generator); ``prefix`` as in ``predict``."""
         obs, checked_noise = check_batch(self.spec, {**obs_dict, **(noise or {})})
-        return {"action": self.predict(obs, checked_noise)}
+        return {"action": self.predict(obs, checked_noise, prefix)[:, : self.spec.n_action_steps]}
 
     def reset(self) -> None:
         self._queues = ActionQueues(self.spec.n_obs_steps, type(self).__name__)

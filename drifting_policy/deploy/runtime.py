@@ -5,25 +5,28 @@ taken right after step k - 1 is observation k. A chunk requested with observatio
 ... with steps k + i (DP's observation time + (i + offset)·dt, offset 0 here because observation k precedes step
 k), and when it arrives every action whose step has already been executed is dropped: what counts as past is what
 the loop actually consumed, not a latency estimate. Requests run on a background thread, so the loop keeps its
-deadlines while the next chunk is computed.
+deadlines while the next chunk is computed, and ask for the whole chunk from the current step (T - To + 1
+actions), so the robot keeps acting from the old chunk while the new one is on its way.
 
-Hand-over modes, when a new chunk meets the queue:
-- ``sync``: request only when the queue is empty and wait for the chunk (the robot pauses if it is late);
-- ``replace``: request while actions remain, so the chunk arrives in time; it replaces the queue from its first
-  executable step on (DP's real-robot loop: a new chunk overwrites the old one's tail);
+A new chunk is requested every ``horizon`` steps (the execution horizon, default Ta, as ``eval`` replans; one
+request is in flight at a time, so with a delay of d steps the period is max(horizon, d)). Hand-over modes, when
+the new chunk arrives d steps after its observation:
+- ``sync``: the robot stands still until the chunk is there (in simulated steps: d idle steps per chunk);
+- ``replace``: the robot keeps executing the old chunk for those d steps, then the new chunk replaces the queue
+  from its first executable step on (DP's real-robot loop; RTC's "naive" baseline);
 - ``ensemble``: request every step and execute, for each step, the average of every chunk's action for it with
   weights exp(-k·i), i = 0 for the oldest (ACT's temporal ensembling, k = 0.01);
 - ``best_of_n``: as ``replace``, but the server draws ``candidates`` chunks in one batched pass and keeps the one
-  closest to the actions still queued (``best_of_n.choose_consistent``), so the hand-over does not jump between
-  modes.
-In ``replace`` mode the request goes out when the queue holds no more actions than the steps a round trip will
-take; ``threshold='auto'`` estimates those from the 90th percentile of the last 20 round trips (a window, so one
-slow warm-up call is forgotten); with fast inference it is 0 and the loop runs exactly like ``eval``'s.
+  closest to the actions still queued (``best_of_n.choose_consistent``: bidirectional decoding's rejection step);
+- ``prefix``: as ``replace``, and the request carries the actions the robot will execute while it is in flight
+  (the expected delay's worth, at most the policy's ``max_prefix_steps``); a policy trained with
+  ``max_prefix_delay`` continues them (training-time real-time chunking).
 
 ``delay_steps=d`` replaces the wall clock by simulation steps (``SimulatedDelay``): a chunk requested with
 observation k becomes available at step k + d while the queue keeps executing (in ``sync`` mode the robot stands
 still for those d steps instead), so the effect of an inference delay on a simulated task is measured
-deterministically, whatever the machine's load.
+deterministically, whatever the machine's load. Every episode records its executed actions, the steps where a new
+chunk took over and the idle steps, from which ``smoothness`` computes jerk and boundary jumps.
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ import numpy as np
 from drifting_policy.deploy.spec import PolicySpec
 from drifting_policy.step_queues import StepHistory, stack_steps
 
-MODES = ("sync", "replace", "ensemble", "best_of_n")
+MODES = ("sync", "replace", "ensemble", "best_of_n", "prefix")
 
 
 class ChunkQueue:
@@ -59,9 +62,6 @@ class ChunkQueue:
         for i in range(dropped, len(actions)):
             self.predictions.setdefault(first_step + i, []).append(np.asarray(actions[i]))
         return dropped
-
-    def remaining(self, step: int) -> int:
-        return sum(1 for s in self.predictions if s >= step)
 
     def _action(self, step: int) -> np.ndarray:
         """The step's action: its one prediction, or (ensemble) their average, the oldest weighing exp(0)."""
@@ -94,6 +94,10 @@ class EpisodeResult:
     idle_steps: int = 0  # simulated delay: steps the robot stood still waiting for a chunk
     round_trip_ms: list[float] = field(default_factory=list)
     achieved_rate_hz: float = 0.0
+    actions: list[np.ndarray] = field(default_factory=list)  # executed, one per step
+    rewards: list[float] = field(default_factory=list)
+    handovers: list[int] = field(default_factory=list)  # steps whose action is the first after a chunk arrived
+    idle_before: list[int] = field(default_factory=list)  # idle steps before each executed step, cumulative
 
 
 def step_observation(spec: PolicySpec, obs) -> dict[str, np.ndarray]:
@@ -201,7 +205,7 @@ class ControlLoop:
     ``client.infer`` (a ``PolicyClient``, or anything with that method and a ``spec``). With ``delay_steps`` the
     loop runs in simulation steps instead of real time (``SimulatedDelay``)."""
 
-    def __init__(self, client, rate_hz: float | None = None, mode: str = "replace", threshold: int | str = "auto",
+    def __init__(self, client, rate_hz: float | None = None, mode: str = "replace", horizon: int | None = None,
                  ensemble_k: float = 0.01, late_tolerance: float = 0.1, latency_window: int = 20,
                  delay_steps: int | None = None, candidates: int = 16):
         self.client, self.spec = client, client.spec
@@ -210,11 +214,15 @@ class ControlLoop:
             raise ValueError(f"rate_hz must be positive; got {rate_hz}")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
-        if threshold != "auto" and not (isinstance(threshold, int) and threshold >= 0):
-            raise ValueError(f"threshold must be 'auto' or an int >= 0 (actions left when the next chunk is "
-                             f"requested); got {threshold!r}")
+        if mode == "prefix" and not self.spec.max_prefix_steps:
+            raise ValueError(f"mode 'prefix' needs a policy trained with max_prefix_delay > 0; {self.spec.name} "
+                             "has none (use replace or best_of_n)")
+        self.horizon = self.spec.n_action_steps if horizon is None else horizon
+        if not (isinstance(self.horizon, int) and 1 <= self.horizon <= self.spec.chunk_steps):
+            raise ValueError(f"horizon (actions executed per chunk before the next request) must be an int in "
+                             f"[1, {self.spec.chunk_steps}]; got {horizon!r}")
         self.dt = 1.0 / self.rate_hz
-        self.mode, self.threshold, self.ensemble_k, self.candidates = mode, threshold, ensemble_k, candidates
+        self.mode, self.ensemble_k, self.candidates = mode, ensemble_k, candidates
         self.late_tolerance_s = late_tolerance * self.dt  # a step applied later than this past its deadline is a miss
         self.clock = WallClock(self.dt, latency_window) if delay_steps is None else SimulatedDelay(delay_steps)
 
@@ -223,21 +231,24 @@ class ControlLoop:
         """(actions, round-trip seconds)."""
         started = time.monotonic()
         actions = np.asarray(self.client.infer(stacked)["actions"], dtype=np.float32)
-        expected = (self.spec.n_action_steps, self.spec.action_dim)
-        if actions.shape != expected:
-            raise ValueError(f"the server returned actions of shape {actions.shape}; expected {expected}")
+        if actions.ndim != 2 or not 1 <= len(actions) <= self.spec.chunk_steps \
+                or actions.shape[1] != self.spec.action_dim:
+            raise ValueError(f"the server returned actions of shape {actions.shape}; expected (m, "
+                             f"{self.spec.action_dim}) with 1 <= m <= {self.spec.chunk_steps}")
         if not np.isfinite(actions).all():
             raise FloatingPointError("the server returned non-finite actions; stopping the loop")
         return actions, time.monotonic() - started
 
-    def _should_request(self, queue: ChunkQueue, step: int) -> bool:
-        remaining = queue.remaining(step)
-        if self.mode == "sync":
-            return remaining == 0
-        if self.mode == "ensemble":
-            return True
-        threshold = self.clock.steps_until_arrival(step) if self.threshold == "auto" else self.threshold
-        return remaining <= threshold
+    def _request_options(self, queue: ChunkQueue, step: int) -> dict:
+        """What a request made at ``step`` carries besides the observations."""
+        options = {"action_steps": self.spec.chunk_steps}
+        if self.mode == "best_of_n":  # the server keeps the candidate that continues the queue best
+            committed = queue.upcoming(step).reshape(-1, self.spec.action_dim)  # (0, Da) when empty
+            options.update(best_of_n=self.candidates, committed=committed)
+        if self.mode == "prefix":  # the actions executed while the request is in flight
+            delay = min(self.clock.steps_until_arrival(step), self.spec.max_prefix_steps)
+            options["prefix"] = queue.upcoming(step)[:delay].reshape(-1, self.spec.action_dim)
+        return options
 
     def _push(self, history: StepHistory, obs) -> dict[str, np.ndarray]:
         """Add the environment's observation to the history; the stacked request {key: (To, *shape)}."""
@@ -259,39 +270,45 @@ class ControlLoop:
 
         obs, _ = env.reset(seed=seed)
         # The robot starts at rest: wait for the first chunk, then start the clock.
-        first = clock.submit(self._request, self._push(history, obs), 0)
+        first = clock.submit(self._request, {**self._push(history, obs), **self._request_options(queue, 0)}, 0)
         result.idle_steps += clock.wait(first)
         fallback = take(first, 0)[0]
         clock.start()
         pending: Pending | None = None
+        period = 1 if self.mode == "ensemble" else self.horizon
+        last_request, arrived = 0, True
         last_action, step, first_applied, applied = None, 0, 0.0, 0.0
         while max_steps is None or step < max_steps:
             if pending is not None and clock.arrived(pending, step):
                 take(pending, step)
-                pending = None
+                pending, arrived = None, True
             if step > 0:
                 stacked = self._push(history, obs)
-                if pending is None and self._should_request(queue, step):
-                    if self.mode == "best_of_n":  # the server keeps the candidate that continues the queue best
-                        committed = queue.upcoming(step).reshape(-1, self.spec.action_dim)  # (0, Da) when empty
-                        stacked = {**stacked, "best_of_n": self.candidates, "committed": committed}
-                    pending = clock.submit(self._request, stacked, step)
+                if pending is None and step >= last_request + period:
+                    pending = clock.submit(self._request, {**stacked, **self._request_options(queue, step)}, step)
+                    last_request = step
             if pending is not None and self.mode == "sync":
                 result.idle_steps += clock.wait(pending)
             late = clock.wait_until_due(step)
             if pending is not None and clock.arrived(pending, step):  # a chunk that came while we waited
                 take(pending, step)
-                pending = None
+                pending, arrived = None, True
             action = queue.pop(step)
             if action is None:
                 result.underruns += 1
                 action = fallback if last_action is None else last_action  # hold
+            elif arrived:
+                result.handovers.append(step)
+                arrived = False
             result.deadline_misses += int(late > self.late_tolerance_s)
             applied = time.monotonic()
             first_applied = applied if step == 0 else first_applied
             obs, reward, terminated, truncated, _ = env.step(action)
             last_action = action
             result.score = max(result.score, float(reward))
+            result.actions.append(np.asarray(action, dtype=np.float32))
+            result.rewards.append(float(reward))
+            result.idle_before.append(result.idle_steps)
             step += 1
             if terminated or truncated:
                 break
@@ -305,12 +322,37 @@ class ControlLoop:
         self.clock.close()
 
 
+def smoothness(result: EpisodeResult) -> dict:
+    """How smooth the executed actions were: the mean squared jerk (third difference per step, squared norm) and
+    the largest and mean jump ||a_t - a_(t-1)|| at the steps where a new chunk took over (the first chunk's start
+    excluded), next to the mean jump at every step, in action units."""
+    actions = np.stack(result.actions) if result.actions else np.zeros((0, 1))
+    steps = np.linalg.norm(np.diff(actions, axis=0), axis=-1)  # steps[t - 1] = ||a_t - a_(t-1)||
+    jerk = np.square(np.diff(actions, n=3, axis=0)).sum(axis=-1)
+    jumps = np.array([steps[t - 1] for t in result.handovers if t > 0])
+    return {"mean_squared_jerk": float(jerk.mean()) if len(jerk) else 0.0,
+            "max_handover_jump": float(jumps.max()) if len(jumps) else 0.0,
+            "mean_handover_jump": float(jumps.mean()) if len(jumps) else 0.0,
+            "mean_step": float(steps.mean()) if len(steps) else 0.0}
+
+
+def score_within(result: EpisodeResult, wall_steps: int) -> float:
+    """The episode's score counting only what happened within ``wall_steps`` steps of wall time (executed plus
+    idle): what a synchronous robot reaches in the time the others had."""
+    reached = [r for r, idle, t in zip(result.rewards, result.idle_before, range(len(result.rewards)))
+               if t + idle < wall_steps]
+    return max(reached, default=0.0)
+
+
 def summarize(results: list[EpisodeResult]) -> dict:
     """Mean score and the loop's health over episodes: misses, underruns, drops, rate, round-trip percentiles."""
     trips = np.concatenate([r.round_trip_ms for r in results]) if results else np.zeros(1)
     steps = sum(r.steps for r in results)
+    motion = [smoothness(r) for r in results]
     return {
         "mean_score": float(np.mean([r.score for r in results])),
+        **({key: float(np.mean([m[key] for m in motion])) for key in motion[0]} if motion else {}),
+        "idle_steps": sum(r.idle_steps for r in results),
         "episodes": len(results),
         "steps": steps,
         "chunks": sum(r.chunks for r in results),

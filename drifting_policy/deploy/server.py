@@ -12,7 +12,10 @@ keeps the connection's last To steps (the first repeated after a reset) as ``sel
 keys: the policy's noise inputs (for reproducible chunks), ``reset`` (a bool, clears that history), and for
 best-of-N ``best_of_n`` (N candidates drawn in one batched pass; noise, if sent, then has a leading axis N) with
 ``committed`` (m, Da), the actions the robot still executes from the request's step on: the reply is the candidate
-closest to them (its index in ``best_of_n.chosen``).
+closest to them (its index in ``best_of_n.chosen``); ``action_steps`` (an int in [1, T - To + 1], default Ta): how
+much of the chunk to return from the current step, so a controller can keep acting while the next chunk is
+computed; for a policy trained with ``max_prefix_delay`` = D, ``prefix`` (d <= D, Da): the actions the robot
+executes while this request is in flight, which the chunk continues.
 
 Where it does better than openpi's server: the ``Authorization: Api-Key <key>`` header that openpi's client sends
 is checked (a missing or wrong key is refused at the handshake with HTTP 401); inference runs on a worker thread,
@@ -41,46 +44,61 @@ from websockets.exceptions import ConnectionClosed
 from drifting_policy.deploy import wire
 from drifting_policy.deploy.best_of_n import MAX_CANDIDATES, choose_consistent
 from drifting_policy.deploy.spec import (
+    PREFIX_KEY,
     ObservationError,
     PolicySpec,
     check_array,
     check_keys,
     example_inputs,
+    padded_prefix,
 )
 from drifting_policy.step_queues import StepHistory, stack_steps
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 RESET_KEY = "reset"
-BEST_OF_N_KEY, COMMITTED_KEY = "best_of_n", "committed"
+BEST_OF_N_KEY, COMMITTED_KEY, STEPS_KEY = "best_of_n", "committed", "action_steps"
+OPTIONAL_KEYS = (RESET_KEY, BEST_OF_N_KEY, COMMITTED_KEY, STEPS_KEY, PREFIX_KEY)
 MAX_MESSAGE_BYTES = 16 * 2**20
 
 
 @dataclass
 class Request:
     """A checked request: a batch of one observation ({key: (1, To, *shape)}) repeated ``candidates`` times, the
-    noise for each ({name: (candidates, *shape)}, or None: drawn by the backend) and the committed actions to
-    choose by (best-of-N)."""
+    noise for each ({name: (candidates, *shape)}, or None: drawn by the backend), the committed actions to
+    choose by (best-of-N), how many actions to return, and the prefix to continue ((candidates, d, Da) or None)."""
 
     obs: dict
     noise: dict | None
     candidates: int = 1
     committed: np.ndarray | None = None
+    steps: int = 1
+    prefix: np.ndarray | None = None
+
+
+def _int_option(request, key: str, default: int, low: int, high: int) -> int:
+    value = request.get(key, default)
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not low <= value <= high:
+        raise ObservationError(f"'{key}' must be an int in [{low}, {high}]; got {value!r}")
+    return int(value)
 
 
 def parse_request(spec: PolicySpec, request, history: StepHistory) -> Request:
     """Check one request against the spec. Everything is checked before the connection's step history changes,
     so a bad request leaves no trace."""
-    check_keys(spec, request, extra=(RESET_KEY, BEST_OF_N_KEY, COMMITTED_KEY))
+    check_keys(spec, request, extra=OPTIONAL_KEYS)
     reset = request.get(RESET_KEY, False)
     if not isinstance(reset, (bool, np.bool_)):
         raise ObservationError(f"'{RESET_KEY}' must be a bool; got {type(reset).__name__}")
-    candidates = request.get(BEST_OF_N_KEY, 1)
-    if not isinstance(candidates, (int, np.integer)) or isinstance(candidates, bool) \
-            or not 1 <= candidates <= MAX_CANDIDATES:
-        raise ObservationError(f"'{BEST_OF_N_KEY}' must be an int in [1, {MAX_CANDIDATES}]; got {candidates!r}")
+    candidates = _int_option(request, BEST_OF_N_KEY, 1, 1, MAX_CANDIDATES)
+    steps = _int_option(request, STEPS_KEY, spec.n_action_steps, 1, spec.chunk_steps)
     committed = None
     if COMMITTED_KEY in request:
         committed = check_array(COMMITTED_KEY, request[COMMITTED_KEY], (None, spec.action_dim))
+    prefix = None
+    if PREFIX_KEY in request:
+        prefix = check_array(PREFIX_KEY, request[PREFIX_KEY], (None, spec.action_dim))
+        padded_prefix(spec, prefix[None], 1)  # refuses a prefix the policy cannot continue, before any change
+        prefix = np.repeat(prefix[None], candidates, axis=0) if len(prefix) else None
     forms = {}
     for key in spec.observation:
         shape, value = spec.observation_shape(key), request[key]
@@ -105,11 +123,39 @@ def parse_request(spec: PolicySpec, request, history: StepHistory) -> Request:
         history.steps = history.pushed(obs)
         obs = stack_steps(history.steps, obs, np.stack)
     obs = {key: np.repeat(value[None], candidates, axis=0) for key, value in obs.items()}
-    return Request(obs, noise or None, int(candidates), committed)
+    return Request(obs, noise or None, candidates, committed, steps, prefix)
+
+
+def infer(backend, request: Request) -> tuple[np.ndarray, int]:
+    """(the chosen chunk (steps, Da), its index among the candidates): all candidates in one batched pass."""
+    chunks = backend.predict(request.obs, request.noise, request.prefix)
+    chosen = 0 if request.committed is None else choose_consistent(chunks, request.committed)
+    return chunks[chosen, : request.steps], chosen
+
+
+class LocalClient:
+    """A ``PolicyClient`` without the network: the server's request checks and inference in this process (for
+    simulated-delay studies, where the round trip does not matter)."""
+
+    def __init__(self, backend, spec: PolicySpec):
+        self.backend, self.spec = backend, spec
+        self.history = StepHistory(spec.n_obs_steps)
+
+    def infer(self, request: dict) -> dict:
+        parsed = parse_request(self.spec, request, self.history)
+        actions, chosen = infer(self.backend, parsed)
+        reply = {"actions": actions}
+        if parsed.candidates > 1:
+            reply["best_of_n"] = {"candidates": parsed.candidates, "chosen": chosen}
+        return reply
+
+    def close(self) -> None:
+        pass
 
 
 class PolicyServer:
-    """Serves ``backend.predict(obs, noise) -> (B, Ta, Da)`` (a ``TorchBackend`` or an ``OnnxPolicy``)."""
+    """Serves ``backend.predict(obs, noise, prefix) -> (B, T - To + 1, Da)`` (a ``TorchBackend`` or an
+    ``OnnxPolicy``)."""
 
     def __init__(self, backend, spec: PolicySpec, host: str = "127.0.0.1", port: int = 8000,
                  api_key: str | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES, quiet: bool = False):
@@ -118,7 +164,7 @@ class PolicyServer:
         self.max_message_bytes = max_message_bytes
         self.quiet = quiet
         self.metadata = {**spec.to_dict(), "server": "drifting-policy", "request_forms": ["stacked", "step"],
-                         "optional_keys": [*spec.noise, RESET_KEY, BEST_OF_N_KEY, COMMITTED_KEY]}
+                         "optional_keys": [*spec.noise, *OPTIONAL_KEYS]}
         # One worker: requests from every connection queue for the policy, the event loop never waits on it.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy")
         self.ready = False
@@ -146,11 +192,10 @@ class PolicyServer:
 
     # ------------------------------------------------------------------ one connection
     def _infer(self, request: Request) -> tuple[np.ndarray, int, float, float]:
-        """(the chosen chunk (Ta, Da), its index among the candidates, start and end times)."""
+        """(the chosen chunk (steps, Da), its index among the candidates, start and end times)."""
         started = time.perf_counter()
-        chunks = self.backend.predict(request.obs, request.noise)  # all candidates in one batched pass
-        chosen = 0 if request.committed is None else choose_consistent(chunks, request.committed)
-        return chunks[chosen], chosen, started, time.perf_counter()
+        actions, chosen = infer(self.backend, request)
+        return actions, chosen, started, time.perf_counter()
 
     async def handle(self, connection) -> None:
         loop = asyncio.get_running_loop()

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 SPEC_METADATA_KEY = "drifting_policy_spec"  # the ONNX metadata entry that holds the spec as JSON
+PREFIX_KEY, PREFIX_MASK_KEY = "prefix", "prefix_mask"  # a prefix policy's graph inputs
 
 
 @dataclass
@@ -20,7 +21,11 @@ class PolicySpec:
     graph's input order. A request stacks ``n_obs_steps`` steps of each: (To, *shape), or (B, To, *shape) for a
     batch. ``action``: the executed chunk, ``shape`` (Ta, Da) in data units, ``low``/``high`` the range of the
     demonstrated actions (Da each). ``noise``: {name: per-sample shape} of the generator's Gaussian inputs
-    (``DriftingPolicy.noise_shapes`` without the batch axis)."""
+    (``DriftingPolicy.noise_shapes`` without the batch axis). ``max_prefix_steps``: how many committed actions
+    the policy continues (``prefix``; 0 for a policy trained without ``max_prefix_delay``).
+
+    The graph returns the chunk from the current step on, ``chunk_steps`` = T - To + 1 actions; the first Ta
+    are what ``eval`` executes, the rest let a controller keep acting while the next chunk is computed."""
 
     name: str
     policy_type: str
@@ -34,6 +39,11 @@ class PolicySpec:
     observation: dict
     action: dict
     noise: dict = field(default_factory=dict)
+    max_prefix_steps: int = 0
+
+    @property
+    def chunk_steps(self) -> int:
+        return self.horizon - self.n_obs_steps + 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -43,7 +53,7 @@ class PolicySpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> PolicySpec:
-        missing = [name for name in cls.__dataclass_fields__ if name not in data and name != "noise"]
+        missing = [name for name in cls.__dataclass_fields__ if name not in data and name not in ("noise", "max_prefix_steps")]
         if missing:
             raise KeyError(f"policy spec lacks {missing}; got keys {sorted(data)}")
         return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
@@ -58,7 +68,7 @@ class PolicySpec:
 
 def example_inputs(spec: PolicySpec, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Random float32 inputs of the graph: observations uniform in [0, 1) for images and standard normal
-    otherwise, and Gaussian noise."""
+    otherwise, Gaussian noise, and for a prefix policy a prefix (in the actions' range) with a random length."""
     rng = np.random.default_rng(seed)
     inputs = {}
     for key, meta in spec.observation.items():
@@ -66,7 +76,31 @@ def example_inputs(spec: PolicySpec, batch_size: int, seed: int = 0) -> dict[str
         inputs[key] = (rng.random(shape) if meta["type"] == "rgb" else rng.standard_normal(shape)).astype(np.float32)
     for name, shape in spec.noise.items():
         inputs[name] = rng.standard_normal((batch_size, *shape)).astype(np.float32)
+    if spec.max_prefix_steps:
+        low, high = np.asarray(spec.action["low"]), np.asarray(spec.action["high"])
+        inputs[PREFIX_KEY] = rng.uniform(low, high, (batch_size, spec.max_prefix_steps, spec.action_dim)
+                                         ).astype(np.float32)
+        lengths = rng.integers(0, spec.max_prefix_steps + 1, (batch_size, 1))
+        inputs[PREFIX_MASK_KEY] = (np.arange(spec.max_prefix_steps) < lengths).astype(np.float32)
     return inputs
+
+
+def padded_prefix(spec: PolicySpec, prefix: np.ndarray | None, batch_size: int) -> dict[str, np.ndarray]:
+    """The graph's prefix inputs for ``prefix`` (B, d, Da) committed actions (or None: none): the actions padded
+    to (B, D, Da) and the mask (B, D); {} for a policy without prefix inputs (then a prefix is refused)."""
+    D, Da = spec.max_prefix_steps, spec.action_dim
+    if D == 0:
+        if prefix is not None and np.asarray(prefix).size:
+            raise ObservationError(f"{spec.name} was not trained to continue a prefix (max_prefix_delay = 0); "
+                                   f"send no '{PREFIX_KEY}'")
+        return {}
+    prefix = np.zeros((batch_size, 0, Da), np.float32) if prefix is None else check_array(
+        PREFIX_KEY, prefix, (batch_size, None, Da))
+    d = prefix.shape[1]
+    if d > D:
+        raise ObservationError(f"'{PREFIX_KEY}' holds {d} actions; this policy continues at most {D}")
+    padded = np.concatenate([prefix, np.zeros((batch_size, D - d, Da), np.float32)], axis=1)
+    return {PREFIX_KEY: padded, PREFIX_MASK_KEY: np.repeat((np.arange(D) < d)[None], batch_size, 0).astype(np.float32)}
 
 
 class ObservationError(ValueError):

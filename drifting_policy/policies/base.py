@@ -180,25 +180,65 @@ class BasePolicy(nn.Module):
 
     @torch.no_grad()
     def predict_action(self, obs_dict: Mapping, generator: torch.Generator | None = None,
-                       noise: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+                       noise: Mapping[str, torch.Tensor] | None = None,
+                       prefix: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """{'action': (B, Ta, Da) executed from index To - 1, 'action_pred': (B, T, Da)}, in data units.
 
         ``noise``: the method's random inputs, ``{name: tensor}`` with the shapes of ``noise_shapes(B)`` (for the
         drifting policy ``{'noise': (B, T, Da)}``, plus ``'extra_noise': (B, E)`` when ``extra_noise_dim`` = E > 0);
         the same observations and noise give the same chunk here, in an exported graph and through the server.
+        ``prefix`` (B, d, Da), data units, d <= ``max_prefix_steps``: the actions the robot executes from the
+        current step on while this chunk is computed; the chunk continues them (and holds them at those steps).
         Observations holding NaN or inf are refused (ValueError naming the key and the first bad index): a policy
         would turn them into NaN actions. The check syncs with the GPU once per call; ``action_chunk`` skips it."""
         self._refuse_non_finite_obs(obs_dict, steps=self.config.n_obs_steps)
-        action_pred = self.action_chunk(obs_dict, generator, noise)
+        padded = self._padded_prefix(prefix, obs_dict)
+        action_pred = self.action_chunk(obs_dict, generator, noise, *padded)
         return {"action": self.executed_actions(action_pred), "action_pred": action_pred}
 
     def action_chunk(self, obs_dict: Mapping, generator: torch.Generator | None = None,
-                     noise: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+                     noise: Mapping[str, torch.Tensor] | None = None, prefix: torch.Tensor | None = None,
+                     prefix_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The whole predicted chunk (B, T, Da) in data units; ``predict_action`` is this plus its input checks,
-        and the exported graph is this (traceable: no branch depends on the values)."""
+        and the exported graph is this (traceable: no branch depends on the values). ``prefix`` (B, D, Da) in
+        data units and ``prefix_mask`` (B, D), 1 for a committed action: the padded form of predict_action's."""
         cond = self.encode_obs(obs_dict)
-        naction = self.sample_chunk(cond, generator, self._checked_noise(noise, cond.shape[0]))
-        return self.normalizer["action"].unnormalize(naction)
+        noise = self._checked_noise(noise, cond.shape[0])
+        if prefix is None:
+            return self.normalizer["action"].unnormalize(self.sample_chunk(cond, generator, noise))
+        normalized = (self.normalizer["action"].normalize(prefix), prefix_mask)
+        naction = self.sample_chunk(cond, generator, noise, prefix=normalized)
+        return self.overwrite_prefix(self.normalizer["action"].unnormalize(naction), prefix, prefix_mask)
+
+    @property
+    def max_prefix_steps(self) -> int:
+        """How many committed actions the policy can continue (``predict_action``'s ``prefix``); 0: none."""
+        return 0
+
+    def overwrite_prefix(self, chunk: torch.Tensor, prefix: torch.Tensor, prefix_mask: torch.Tensor) -> torch.Tensor:
+        """``chunk`` (N, T, Da) with the masked positions of ``prefix`` (N, D, Da) put at indices To - 1 onwards."""
+        first, D = self.config.n_obs_steps - 1, prefix.shape[1]
+        window = torch.where(prefix_mask[..., None] > 0, prefix, chunk[:, first:first + D])
+        return torch.cat([chunk[:, :first], window, chunk[:, first + D:]], dim=1)
+
+    def _padded_prefix(self, prefix, obs_dict: Mapping) -> tuple:
+        """``prefix`` (B, d, Da) as ``(padded (B, D, Da), mask (B, D))`` on the policy's device; () for None."""
+        if prefix is None:
+            return ()
+        name, D, Da = type(self).__name__, self.max_prefix_steps, self.config.action_dim
+        if D == 0:
+            raise ValueError(f"{name} was not trained to continue a prefix (max_prefix_delay = 0); send no prefix")
+        prefix = torch.as_tensor(prefix, device=self.device, dtype=torch.float32)
+        batch = int(torch.as_tensor(obs_dict[self._obs_keys()[0]]).shape[0]) if self._obs_keys()[0] in obs_dict \
+            else prefix.shape[0]
+        if prefix.ndim != 3 or prefix.shape[0] != batch or prefix.shape[1] > D or prefix.shape[2] != Da:
+            raise ValueError(f"{name}: prefix must be (B={batch}, d <= {D}, {Da}); got {tuple(prefix.shape)}")
+        if not bool(torch.isfinite(prefix).all()):
+            raise ValueError(f"{name}: prefix holds non-finite values")
+        d = prefix.shape[1]
+        padded = torch.cat([prefix, prefix.new_zeros(batch, D - d, Da)], dim=1)
+        mask = (torch.arange(D, device=self.device) < d).float().expand(batch, D)
+        return padded, mask
 
     def executed_actions(self, action_pred: torch.Tensor) -> torch.Tensor:
         """The Ta actions of a chunk (B, T, Da) that are executed: from index To - 1, the current step."""

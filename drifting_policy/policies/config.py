@@ -127,6 +127,13 @@ class DriftingPolicyConfig(PolicyConfig):
     with no floor both modes are kept at G = 8; at G = 16 the far demonstration's affinity underflowed to exactly
     0 in float32 and training stalled, which the core's log-domain kernel has fixed since (G = 16 and 32 are not
     re-measured yet).
+
+    ``max_prefix_delay`` = D > 0 makes the policy continue a committed action prefix (training-time real-time
+    chunking): the network also gets the first d <= D actions of the chunk from the current step on (index
+    ``n_obs_steps - 1``), padded to D, and a mask; training draws d uniformly from {0, ..., D} per observation
+    and puts the demonstrated actions at those positions of every generated chunk, so they get no drift; at
+    inference ``predict_action(obs, prefix=...)`` takes the d actions the robot executes while the chunk is
+    computed and the returned chunk continues them. D = 0 is the plain policy (no extra inputs, same numbers).
     """
 
     type: ClassVar[str] = "drifting"
@@ -140,9 +147,14 @@ class DriftingPolicyConfig(PolicyConfig):
     normalize_drift: bool = True
     kernel_norm: str = "both"
     drift_per_observation: bool = True
+    max_prefix_delay: int = 0
 
     def __post_init__(self):
         super().__post_init__()
+        if not 0 <= self.max_prefix_delay <= self.horizon - self.n_obs_steps:
+            raise ValueError(f"DriftingPolicyConfig: max_prefix_delay must be in [0, horizon - n_obs_steps = "
+                             f"{self.horizon - self.n_obs_steps}] (the prefix starts at index n_obs_steps - 1 and "
+                             f"leaves at least one action to generate); got {self.max_prefix_delay}")
         if self.n_generated < 1:
             raise ValueError(f"DriftingPolicyConfig: n_generated must be >= 1; got {self.n_generated}")
         if self.extra_noise_dim < 0:

@@ -4,6 +4,10 @@ Training (per observation): draw ``n_generated`` chunks from action-shaped Gauss
 pass; the demonstrated chunk is the positive, and the generated chunks are each other's negatives (the
 core self-masks each sample). ``drifting.feature_drift_loss`` returns the regression onto the frozen
 drifted chunks. Inference: one pass from fresh noise.
+
+With ``max_prefix_delay`` = D > 0 (training-time real-time chunking) the condition also holds a committed
+prefix (D actions from index To - 1, zero-padded) and its mask; training draws the prefix length per observation
+and overwrites those positions of every generated chunk with the demonstration, so they carry no drift.
 """
 from __future__ import annotations
 
@@ -21,7 +25,11 @@ class DriftingPolicy(BasePolicy):
 
     @property
     def extra_cond_dim(self) -> int:
-        return self.config.extra_noise_dim
+        return self.config.extra_noise_dim + self.config.max_prefix_delay * (self.config.action_dim + 1)
+
+    @property
+    def max_prefix_steps(self) -> int:
+        return self.config.max_prefix_delay
 
     def noise_shapes(self, batch_size):
         c = self.config
@@ -30,12 +38,18 @@ class DriftingPolicy(BasePolicy):
             shapes["extra_noise"] = (batch_size, c.extra_noise_dim)
         return shapes
 
-    def sample_chunk(self, cond, generator=None, noise=None):
+    def sample_chunk(self, cond, generator=None, noise=None, prefix=None):
         """One normalised chunk (N, T, Da) per condition row, from Gaussian noise (fresh, or the given
-        ``noise``): one network pass."""
+        ``noise``): one network pass. ``prefix``: (normalised actions (N, D, Da), mask (N, D)), or None (none
+        committed) when ``max_prefix_delay`` = D > 0."""
         if noise is None:
             noise = {name: torch.randn(shape, generator=generator, device=cond.device, dtype=cond.dtype)
                      for name, shape in self.noise_shapes(cond.shape[0]).items()}
+        D = self.config.max_prefix_delay
+        if D:
+            actions, mask = prefix if prefix is not None else (cond.new_zeros(cond.shape[0], D, self.config.action_dim),
+                                                               cond.new_zeros(cond.shape[0], D))
+            cond = self.append_to_cond(cond, torch.cat([(actions * mask[..., None]).flatten(1), mask], dim=1))
         if "extra_noise" in noise:
             cond = self.append_to_cond(cond, noise["extra_noise"])
         return self.run_model(noise["noise"], None, cond)
@@ -56,7 +70,16 @@ class DriftingPolicy(BasePolicy):
     def chunk_loss(self, cond, action):
         c = self.config
         B, G = action.shape[0], c.n_generated
-        gen = self.sample_chunk(cond.repeat_interleave(G, dim=0)).view(B, G, c.horizon, c.action_dim)
+        cond = cond.repeat_interleave(G, dim=0)
+        if c.max_prefix_delay:  # a committed prefix of d ~ U{0..D} demonstrated actions per observation
+            D, first = c.max_prefix_delay, c.n_obs_steps - 1
+            d = torch.randint(0, D + 1, (B, 1), device=action.device)
+            mask = (torch.arange(D, device=action.device) < d).to(action.dtype).repeat_interleave(G, dim=0)
+            prefix = action[:, first:first + D].repeat_interleave(G, dim=0)
+            gen = self.overwrite_prefix(self.sample_chunk(cond, prefix=(prefix, mask)), prefix, mask)
+        else:
+            gen = self.sample_chunk(cond)
+        gen = gen.view(B, G, c.horizon, c.action_dim)
         pos = action[:, None]  # (B, 1, T, Da): the demonstration is the only positive
         gen_features, pos_features = {}, {}
         if "chunk" in c.features:
