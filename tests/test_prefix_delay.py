@@ -5,16 +5,16 @@ Servers listen on 127.0.0.1 with a free port; every loop is bounded in count and
 import numpy as np
 import pytest
 import torch
+from test_deploy import RUN_CFG, PlannerClient, StepCounterEnv, tiny_policy
 
+from drifting_policy.deploy.client import PolicyClient
 from drifting_policy.deploy.export import export_policy, policy_spec
 from drifting_policy.deploy.load import TorchBackend
 from drifting_policy.deploy.onnx_policy import OnnxPolicy
 from drifting_policy.deploy.runtime import ControlLoop, EpisodeResult, score_within, smoothness
 from drifting_policy.deploy.server import LocalClient, PolicyServer
-from drifting_policy.deploy.client import PolicyClient
 from drifting_policy.policies import DriftingPolicyConfig
 from drifting_policy.synthetic import bimodal_batch, make_bimodal_policy, mode_chunks, train_bimodal
-from test_deploy import RUN_CFG, PlannerClient, StepCounterEnv, tiny_policy
 
 
 # ---------------------------------------------------------------------------------------------- the policy
@@ -24,9 +24,8 @@ def test_positions_under_the_prefix_get_no_drift():
     for D in (0, 3):
         policy = tiny_policy(max_prefix_delay=D).train()
         seen = {}
-        sample_chunk = policy.sample_chunk
 
-        def recording(cond, generator=None, noise=None, prefix=None):
+        def recording(cond, generator=None, noise=None, prefix=None, sample_chunk=policy.sample_chunk, seen=seen):
             out = sample_chunk(cond, generator, noise, prefix)
             out.retain_grad()
             seen.update(out=out, mask=None if prefix is None else prefix[1])

@@ -3,7 +3,8 @@
 A drifting policy is one network evaluation per chunk, so its whole inference (normalise the observations,
 encode them, run the generator on the noise, unnormalise, take the chunk from the current step: T - To + 1
 actions, of which ``eval`` executes the first Ta) is a single graph with no loop, and it exports as one. A policy
-trained with ``max_prefix_delay`` = D also takes ``prefix`` (B, D, Da) and ``prefix_mask`` (B, D). Formats: ONNX (``torch.onnx.export`` through ``torch.export``) and ``torch.export``'s
+trained with ``max_prefix_delay`` = D also takes ``prefix`` (B, D, Da) and ``prefix_mask`` (B, D). Formats: ONNX
+(``torch.onnx.export`` through ``torch.export``) and ``torch.export``'s
 ``ExportedProgram`` (``.pt2``). The batch axis is dynamic; the spec (observation and action shapes, To, Ta, the
 control rate) is stored in the file's metadata.
 
@@ -121,8 +122,8 @@ def export_policy(policy, spec: PolicySpec, out: str | os.PathLike, fmt: str = "
 def check_parity(policy, spec: PolicySpec, path: str | os.PathLike, batch_sizes=(1, 3), seed: int = 0,
                  ) -> tuple[float, float]:
     """Max abs difference between the exported file (onnxruntime, or the loaded ExportedProgram) and the torch
-    policy's ``action_chunk`` on random observations, noise (and prefixes), over the given batch sizes: in data units and
-    in the normalised units the network produces (data units times the action normaliser's scale).
+    policy's ``action_chunk`` on random observations, noise (and prefixes), over the given batch sizes: in data units
+    and in the normalised units the network produces (data units times the action normaliser's scale).
 
     The tolerance applies to the normalised units: a float32 graph agrees with another to about 1e-6 relative,
     and actions in pixels (PushT's reach 512, where one float32 step is 3e-5 to 6e-5) would make a data-unit

@@ -339,7 +339,7 @@ def smoothness(result: EpisodeResult) -> dict:
 def score_within(result: EpisodeResult, wall_steps: int) -> float:
     """The episode's score counting only what happened within ``wall_steps`` steps of wall time (executed plus
     idle): what a synchronous robot reaches in the time the others had."""
-    reached = [r for r, idle, t in zip(result.rewards, result.idle_before, range(len(result.rewards)))
+    reached = [reward for t, (reward, idle) in enumerate(zip(result.rewards, result.idle_before, strict=True))
                if t + idle < wall_steps]
     return max(reached, default=0.0)
 

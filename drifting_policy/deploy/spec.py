@@ -53,7 +53,8 @@ class PolicySpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> PolicySpec:
-        missing = [name for name in cls.__dataclass_fields__ if name not in data and name not in ("noise", "max_prefix_steps")]
+        optional = ("noise", "max_prefix_steps")
+        missing = [name for name in cls.__dataclass_fields__ if name not in data and name not in optional]
         if missing:
             raise KeyError(f"policy spec lacks {missing}; got keys {sorted(data)}")
         return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
