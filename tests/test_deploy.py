@@ -37,10 +37,10 @@ TINY = dict(horizon=8, n_obs_steps=2, n_action_steps=4, down_dims=(16, 32), diff
 RUN_CFG = OmegaConf.create({"task": {"name": "toy", "env_runner": {"fps": 10}}})
 
 
-def tiny_policy(kind: str = "unet", extra_noise_dim: int = 0, max_prefix_delay: int = 0) -> DriftingPolicy:
+def tiny_policy(kind: str = "unet", extra_noise_dim: int = 0, max_prefix_delay: int = 0, **config) -> DriftingPolicy:
     torch.manual_seed(0)
     options = dict(TINY, backbone="transformer" if kind == "transformer" else "unet", action_dim=2,
-                   extra_noise_dim=extra_noise_dim, max_prefix_delay=max_prefix_delay)
+                   extra_noise_dim=extra_noise_dim, max_prefix_delay=max_prefix_delay, **config)
     normalizer = LinearNormalizer()
     # Actions in the hundreds, like PushT's pixels: the parity check must hold at that scale.
     fit = {"action": torch.randn(200, 2) * 80 + 250}

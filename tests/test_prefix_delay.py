@@ -40,8 +40,27 @@ def test_positions_under_the_prefix_get_no_drift():
         committed = torch.zeros_like(moved)
         if D:
             committed[:, 1:1 + D] = seen["mask"] > 0  # the prefix starts at index To - 1 = 1
-            assert committed.any() and not committed.all()  # d ~ U{0..3}: some rows have a prefix, some none
+            assert committed.any() and not committed.all()  # some rows have a prefix, some none
         assert not (moved & committed).any() and (moved | committed).all()
+
+
+def test_prefix_length_follows_prefix_free_prob():
+    """d = 0 with probability prefix_free_prob, else uniform on {1..D}; a probability outside [0, 1] is refused."""
+    batch = {"obs": torch.randn(400, 2, 5), "action": torch.randn(400, 8, 2) * 80 + 250}
+    for free_prob, expected_free in ((1.0, 1.0), (0.0, 0.0), (0.5, 0.5)):
+        policy = tiny_policy(max_prefix_delay=3, prefix_free_prob=free_prob, n_generated=2)
+        lengths = []
+        policy.overwrite_prefix = lambda chunk, prefix, mask, lengths=lengths: lengths.append(mask.sum(1)) or chunk
+        torch.manual_seed(0)
+        policy(batch)
+        d = lengths[0][::2]  # one row per observation (G = 2 copies each)
+        assert abs(float((d == 0).float().mean()) - expected_free) < 0.08
+        if free_prob < 1:
+            counts = torch.bincount(d[d > 0].long(), minlength=4)[1:]
+            assert counts.min() > 0.6 * counts.float().mean()  # 1, 2 and 3 about equally often
+    with pytest.raises(ValueError, match=r"prefix_free_prob must be in \[0, 1\]"):
+        DriftingPolicyConfig(obs_dim=5, action_dim=2, horizon=8, n_obs_steps=2, n_action_steps=4,
+                             max_prefix_delay=3, prefix_free_prob=1.5)
 
 
 def test_prefix_is_continued_and_checked():

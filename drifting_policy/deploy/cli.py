@@ -3,6 +3,7 @@
     drifting-policy export checkpoint=pretrained/pusht_lowdim_drifting format=onnx out=pusht.onnx
     drifting-policy serve checkpoint=pretrained/pusht_lowdim_drifting port=8000 [api_key=...] [backend=onnx]
     drifting-policy control server=ws://127.0.0.1:8000 task=pusht_lowdim rate_hz=10 episodes=10 mode=replace
+    drifting-policy control server=ws://127.0.0.1:8000 delay_steps=4 mode=prefix   # a simulated 4-step delay
 """
 from __future__ import annotations
 

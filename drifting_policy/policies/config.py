@@ -130,10 +130,11 @@ class DriftingPolicyConfig(PolicyConfig):
 
     ``max_prefix_delay`` = D > 0 makes the policy continue a committed action prefix (training-time real-time
     chunking): the network also gets the first d <= D actions of the chunk from the current step on (index
-    ``n_obs_steps - 1``), padded to D, and a mask; training draws d uniformly from {0, ..., D} per observation
-    and puts the demonstrated actions at those positions of every generated chunk, so they get no drift; at
-    inference ``predict_action(obs, prefix=...)`` takes the d actions the robot executes while the chunk is
-    computed and the returned chunk continues them. D = 0 is the plain policy (no extra inputs, same numbers).
+    ``n_obs_steps - 1``), padded to D, and a mask; training draws d per observation (d = 0 with probability
+    ``prefix_free_prob``, else uniformly from {1, ..., D}; 1 / (D + 1) makes d uniform on {0, ..., D}) and puts
+    the demonstrated actions at those positions of every generated chunk, so they get no drift; at inference
+    ``predict_action(obs, prefix=...)`` takes the d actions the robot executes while the chunk is computed and
+    the returned chunk continues them. D = 0 is the plain policy (no extra inputs, same numbers).
     """
 
     type: ClassVar[str] = "drifting"
@@ -148,6 +149,7 @@ class DriftingPolicyConfig(PolicyConfig):
     kernel_norm: str = "both"
     drift_per_observation: bool = True
     max_prefix_delay: int = 0
+    prefix_free_prob: float = 0.5
 
     def __post_init__(self):
         super().__post_init__()
@@ -155,6 +157,8 @@ class DriftingPolicyConfig(PolicyConfig):
             raise ValueError(f"DriftingPolicyConfig: max_prefix_delay must be in [0, horizon - n_obs_steps = "
                              f"{self.horizon - self.n_obs_steps}] (the prefix starts at index n_obs_steps - 1 and "
                              f"leaves at least one action to generate); got {self.max_prefix_delay}")
+        if not 0.0 <= self.prefix_free_prob <= 1.0:
+            raise ValueError(f"DriftingPolicyConfig: prefix_free_prob must be in [0, 1]; got {self.prefix_free_prob}")
         if self.n_generated < 1:
             raise ValueError(f"DriftingPolicyConfig: n_generated must be >= 1; got {self.n_generated}")
         if self.extra_noise_dim < 0:

@@ -71,9 +71,10 @@ class DriftingPolicy(BasePolicy):
         c = self.config
         B, G = action.shape[0], c.n_generated
         cond = cond.repeat_interleave(G, dim=0)
-        if c.max_prefix_delay:  # a committed prefix of d ~ U{0..D} demonstrated actions per observation
+        if c.max_prefix_delay:  # a committed prefix of d demonstrated actions per observation
             D, first = c.max_prefix_delay, c.n_obs_steps - 1
-            d = torch.randint(0, D + 1, (B, 1), device=action.device)
+            free = torch.rand(B, 1, device=action.device) < c.prefix_free_prob
+            d = torch.where(free, 0, torch.randint(1, D + 1, (B, 1), device=action.device))
             mask = (torch.arange(D, device=action.device) < d).to(action.dtype).repeat_interleave(G, dim=0)
             prefix = action[:, first:first + D].repeat_interleave(G, dim=0)
             gen = self.overwrite_prefix(self.sample_chunk(cond, prefix=(prefix, mask)), prefix, mask)
