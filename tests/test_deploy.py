@@ -37,10 +37,10 @@ TINY = dict(horizon=8, n_obs_steps=2, n_action_steps=4, down_dims=(16, 32), diff
 RUN_CFG = OmegaConf.create({"task": {"name": "toy", "env_runner": {"fps": 10}}})
 
 
-def tiny_policy(kind: str = "unet", extra_noise_dim: int = 0, max_prefix_delay: int = 0, **config) -> DriftingPolicy:
+def tiny_policy(kind: str = "unet", **config) -> DriftingPolicy:
+    """A tiny drifting policy of ``kind`` (unet, transformer, image); ``config``: DriftingPolicyConfig fields."""
     torch.manual_seed(0)
-    options = dict(TINY, backbone="transformer" if kind == "transformer" else "unet", action_dim=2,
-                   extra_noise_dim=extra_noise_dim, max_prefix_delay=max_prefix_delay, **config)
+    options = dict(TINY, backbone="transformer" if kind == "transformer" else "unet", action_dim=2, **config)
     normalizer = LinearNormalizer()
     # Actions in the hundreds, like PushT's pixels: the parity check must hold at that scale.
     fit = {"action": torch.randn(200, 2) * 80 + 250}
