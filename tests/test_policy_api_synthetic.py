@@ -1,10 +1,26 @@
-"""The synthetic bimodal task: the data, the metric, and whether trained policies keep both modes."""
+"""The synthetic bimodal task: the data, the metric, and whether trained policies keep both modes.
+
+The task is ``envs/bimodal``; training policies on it is the script ``benchmarks/bimodal_modes.py``, loaded here
+by path (benchmarks/ holds scripts, not a package).
+"""
+import importlib.util
 import types
+from pathlib import Path
 
 import pytest
 import torch
 
-from drifting_policy.synthetic import bimodal_batch, evaluate_bimodal, mode_chunks, run
+from envs.bimodal.task import bimodal_batch, evaluate_bimodal, mode_chunks
+
+
+def load_script(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bimodal_modes = load_script(Path(__file__).resolve().parents[1] / "benchmarks" / "bimodal_modes.py")
 
 
 def test_bimodal_demonstrations():
@@ -45,9 +61,9 @@ def test_metric_counts_modes_and_misses():
 
 @pytest.mark.slow
 def test_drifting_policy_keeps_both_modes():
-    """`python -m drifting_policy.synthetic --floor-sweep --n-generated 8 --floors 0` (the default config):
+    """`python benchmarks/bimodal_modes.py --floor-sweep --n-generated 8 --floors 0` (the default config):
     measured 86% of samples on a mode, 32% / 54%."""
-    result = run("drifting", 300, batch_size=32, eval_every=100, label="drifting", down_dims=(32, 64))
+    result = bimodal_modes.run("drifting", 300, batch_size=32, eval_every=100, label="drifting", down_dims=(32, 64))
     assert result["on_mode"] >= 0.7, result
     assert min(result["up_right"], result["down_left"]) >= 0.25, result
 
@@ -57,7 +73,8 @@ def test_ddpm_policy_keeps_both_modes():
     """DDPM-100 with DP's EMA after 2000 steps: samples are split between the modes and on average much nearer
     a mode than half their smallest separation (0.32), but only ~30% are within the 0.1 tolerance (measured
     30-32% from 2000 to 4000 steps), so the tolerance criterion of the drifting test is not asserted here."""
-    result = run("diffusion", 2000, batch_size=32, eval_every=2000, label="DDPM-100", down_dims=(32, 64), ema=True)
+    result = bimodal_modes.run("diffusion", 2000, batch_size=32, eval_every=2000, label="DDPM-100", down_dims=(32, 64),
+                               ema=True)
     assert 0.25 <= result["nearest_up_right"] <= 0.75, result
     assert result["mean_distance"] < 0.3, result
     assert min(result["up_right"], result["down_left"]) > 0.05, result

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from test_deploy import RUN_CFG, PlannerClient, StepCounterEnv, tiny_policy
+from test_policy_api_synthetic import bimodal_modes
 
 from drifting_policy.deploy.client import PolicyClient
 from drifting_policy.deploy.export import export_policy, policy_spec
@@ -14,7 +15,7 @@ from drifting_policy.deploy.onnx_policy import OnnxPolicy
 from drifting_policy.deploy.runtime import ControlLoop, EpisodeResult, score_within, smoothness
 from drifting_policy.deploy.server import LocalClient, PolicyServer
 from drifting_policy.policies import DriftingPolicyConfig
-from drifting_policy.synthetic import bimodal_batch, make_bimodal_policy, mode_chunks, train_bimodal
+from envs.bimodal.task import bimodal_batch, mode_chunks
 
 
 # ---------------------------------------------------------------------------------------------- the policy
@@ -106,8 +107,8 @@ def test_onnx_and_server_continue_the_prefix_as_torch_does(tmp_path):
 def test_a_prefix_policy_continues_the_mode_it_is_given():
     """The bimodal task: without a prefix both modes come out; given two actions of one mode, the chunk continues
     that mode (a plain policy's hand-over picks either)."""
-    policy = make_bimodal_policy(max_prefix_delay=2)
-    train_bimodal(policy, 300, batch_size=32)
+    policy = bimodal_modes.make_bimodal_policy(max_prefix_delay=2)
+    bimodal_modes.train_bimodal(policy, 300, batch_size=32)
     policy.eval()
     n = 256
     obs = torch.linspace(-1, 1, n)

@@ -122,7 +122,7 @@ class DriftingPolicyConfig(PolicyConfig):
     the feature scale and the drift normalisation over everything in one call; ``drift_per_observation``
     (default) makes each observation its own call, so observations whose demonstration is far from their
     generated chunks are not drowned by the others. The defaults (G = 8, per observation, ``affinity_floor=0``)
-    are measured on the bimodal task (``python -m drifting_policy.synthetic --floor-sweep``): over the batch,
+    are measured on the bimodal task (``python benchmarks/bimodal_modes.py --floor-sweep``): over the batch,
     the floor pulls every chunk to the modes' mean and no floor collapses onto one mode; per observation
     with no floor both modes are kept at G = 8; at G = 16 the far demonstration's affinity underflowed to exactly
     0 in float32 and training stalled, which the core's log-domain kernel has fixed since (G = 16 and 32 are not

@@ -1,22 +1,16 @@
-"""A synthetic bimodal policy task: does a policy keep both modes of the demonstrations?
+"""Does a policy keep both modes of its demonstrations? Small policies trained on the synthetic bimodal task.
 
-Observation o ~ U[-1, 1] (one step, 1-D). The demonstrated chunk of T 2-D actions is a straight line
-from the origin, scaled by s = 0.5 + |o| and pointing up-right or down-left with probability 1/2 each:
+The task and its metric are ``envs/bimodal/task.py`` (2 modes of an 8x2 action chunk given a 1-D observation;
+"on a mode" = RMS distance < 0.1 to a demonstrated chunk). Here: a small-UNet drifting or DDPM policy with
+the task's normalizer, AdamW on fresh batches, and the evaluation every ``--eval-every`` steps. The floor sweep
+is what set the drifting policy's defaults (``affinity_floor=0``, ``drift_per_observation=True``, G = 8).
 
-    action[t] = m * s * (t + 1) / T * (1, 1) / sqrt(2),    m = +1 or -1
-
-A policy that averages the modes outputs the origin; one that collapses keeps one direction. We count
-a generated chunk as *on a mode* when its RMS distance (over the chunk, data units) to the nearest of the
-two demonstrated chunks for its observation is below ``tolerance``; the mode shares are the fractions of
-all samples on each mode.
-
-    python -m drifting_policy.synthetic                  # train drifting (defaults) and DDPM once, print results
-    python -m drifting_policy.synthetic --floor-sweep    # drifting, affinity_floor 1e-6 vs 0 x G = 8, 16, 32
+    python benchmarks/bimodal_modes.py                  # train drifting (defaults) and DDPM once, print results
+    python benchmarks/bimodal_modes.py --floor-sweep    # drifting, affinity_floor 1e-6 vs 0 x G = 8, 16, 32
 """
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import torch
@@ -24,26 +18,11 @@ import torch
 from drifting import EMA
 from drifting_policy.normalizer import LinearNormalizer
 from drifting_policy.policies import DiffusionPolicy, DiffusionPolicyConfig, DriftingPolicy, DriftingPolicyConfig
-
-DIRECTION = torch.tensor([1.0, 1.0]) / math.sqrt(2.0)
-
-
-def mode_chunks(obs: torch.Tensor, horizon: int) -> torch.Tensor:
-    """The two demonstrated chunks per observation: obs (N,) -> (N, 2, T, 2), [up-right, down-left]."""
-    ramp = torch.arange(1, horizon + 1, dtype=torch.float32) / horizon
-    line = (0.5 + obs.abs())[:, None, None] * ramp[None, :, None] * DIRECTION  # (N, T, 2)
-    return torch.stack([line, -line], dim=1)
-
-
-def bimodal_batch(batch_size: int, horizon: int = 8, generator: torch.Generator | None = None) -> dict:
-    """{'obs': (B, 1, 1), 'action': (B, T, 2)} with each demonstration's mode drawn with probability 1/2."""
-    obs = torch.rand(batch_size, generator=generator) * 2 - 1
-    mode = torch.randint(0, 2, (batch_size,), generator=generator)
-    action = mode_chunks(obs, horizon)[torch.arange(batch_size), mode]
-    return {"obs": obs[:, None, None], "action": action}
+from envs.bimodal.task import bimodal_batch, evaluate_bimodal
 
 
 def bimodal_normalizer(horizon: int = 8, n: int = 4096) -> LinearNormalizer:
+    """Fitted on a fixed-seed sample of the task, so every policy of a sweep sees the same normalisation."""
     normalizer = LinearNormalizer()
     data = bimodal_batch(n, horizon, torch.Generator().manual_seed(0))
     normalizer.fit({"obs": data["obs"].reshape(-1, 1), "action": data["action"].reshape(-1, 2)})
@@ -53,8 +32,8 @@ def bimodal_normalizer(horizon: int = 8, n: int = 4096) -> LinearNormalizer:
 def make_bimodal_policy(method: str = "drifting", horizon: int = 8, down_dims=(32, 64), seed: int = 0, **options):
     """A small-UNet policy for the task, normalizer set; ``options`` go to the method's config."""
     torch.manual_seed(seed)
-    shapes = dict(obs_dim=1, action_dim=2, horizon=horizon, n_obs_steps=1, n_action_steps=horizon,
-                  down_dims=tuple(down_dims), diffusion_step_embed_dim=64)
+    shapes = {"obs_dim": 1, "action_dim": 2, "horizon": horizon, "n_obs_steps": 1, "n_action_steps": horizon,
+              "down_dims": tuple(down_dims), "diffusion_step_embed_dim": 64}
     if method == "drifting":
         policy = DriftingPolicy(DriftingPolicyConfig(**shapes, **options))
     elif method == "diffusion":
@@ -81,27 +60,6 @@ def train_bimodal(policy, steps: int, batch_size: int = 128, lr: float = 1e-3, s
             ema.update(policy)
         losses.append(float(loss.detach()))
     return losses
-
-
-@torch.no_grad()
-def evaluate_bimodal(policy, n_obs: int = 64, samples_per_obs: int = 16, tolerance: float = 0.1,
-                     seed: int = 1) -> dict[str, float]:
-    """Shares of generated chunks on a mode and on each mode, the mean distance to the nearest mode, and the
-    share nearer the up-right mode (within any distance). The two modes are at least 0.63 apart (o = 0)."""
-    policy.eval()
-    obs = torch.linspace(-1, 1, n_obs).repeat_interleave(samples_per_obs)
-    chunks = policy.predict_action({"obs": obs[:, None, None]}, generator=torch.Generator().manual_seed(seed))
-    modes = mode_chunks(obs, policy.config.horizon)  # (N, 2, T, 2)
-    distance = (chunks["action_pred"][:, None] - modes).square().sum(-1).mean(-1).sqrt()  # (N, 2) RMS over T
-    nearest_distance, nearest = distance.min(dim=1)
-    on_mode = nearest_distance < tolerance
-    return {
-        "on_mode": float(on_mode.float().mean()),
-        "up_right": float((on_mode & (nearest == 0)).float().mean()),
-        "down_left": float((on_mode & (nearest == 1)).float().mean()),
-        "mean_distance": float(nearest_distance.mean()),
-        "nearest_up_right": float((nearest == 0).float().mean()),  # share nearer the up-right mode, any distance
-    }
 
 
 def run(method: str, steps: int, seed: int = 0, batch_size: int = 32, eval_every: int = 0, label: str = "",
@@ -146,8 +104,8 @@ def main(argv=None):
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    common = dict(seed=args.seed, batch_size=args.batch_size, eval_every=args.eval_every,
-                  down_dims=tuple(args.down_dims))
+    common = {"seed": args.seed, "batch_size": args.batch_size, "eval_every": args.eval_every,
+              "down_dims": tuple(args.down_dims)}
     drifting = {} if args.per_observation is None else {"drift_per_observation": args.per_observation == "on"}
     print(f"bimodal task: T=8, UNet down_dims {tuple(args.down_dims)}, {args.batch_size} observations per batch, "
           f"AdamW 1e-3, seed {args.seed}; on a mode = RMS distance < 0.1 to the nearest demonstrated chunk "
