@@ -20,6 +20,7 @@ The 1e-8 floor therefore applies to the rescaled drift: it only decides how a dr
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import torch
@@ -34,7 +35,30 @@ def pairwise_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return sq.clamp_min(1e-8).sqrt()
 
 
-def _check_inputs(gen, pos, neg, weight_gen, weight_pos, weight_neg, temperatures, kernel_norm):
+@dataclass(frozen=True)
+class DriftOptions:
+    """The options of one :func:`drift_loss` or :func:`drift_field` call (meanings: :func:`drift_loss`), checked
+    when built. The public functions take them as keywords (defaults = the released code) and hand them to
+    ``_drift`` as this one value."""
+
+    temperatures: Sequence[float]
+    kernel_norm: str
+    attraction: float
+    repulsion: float
+    normalize_features: bool
+    normalize_drift: bool
+    affinity_floor: float
+    self_mask: float
+
+    def __post_init__(self):
+        if self.kernel_norm not in KERNEL_NORMS:
+            raise ValueError(f"kernel_norm must be one of {KERNEL_NORMS}; got {self.kernel_norm!r}")
+        if len(self.temperatures) == 0 or any(float(t) <= 0 for t in self.temperatures):
+            raise ValueError(f"temperatures must be a non-empty sequence of positive numbers; "
+                             f"got {self.temperatures!r}")
+
+
+def _check_inputs(gen, pos, neg, weight_gen, weight_pos, weight_neg):
     if gen.dim() != 3:
         raise ValueError(f"gen must be [B, G, S]; got shape {tuple(gen.shape)}")
     B, G, S = gen.shape
@@ -54,10 +78,6 @@ def _check_inputs(gen, pos, neg, weight_gen, weight_pos, weight_neg, temperature
             raise ValueError(f"{name} was given but its samples are None")
         if tuple(w.shape) != tuple(t.shape[:2]):
             raise ValueError(f"{name} must be [B, n] = {tuple(t.shape[:2])}; got shape {tuple(w.shape)}")
-    if kernel_norm not in KERNEL_NORMS:
-        raise ValueError(f"kernel_norm must be one of {KERNEL_NORMS}; got {kernel_norm!r}")
-    if len(temperatures) == 0 or any(float(t) <= 0 for t in temperatures):
-        raise ValueError(f"temperatures must be a non-empty sequence of positive numbers; got {temperatures!r}")
 
 
 def _inside_functorch_transform() -> bool:
@@ -114,14 +134,7 @@ def _drift(
     weight_gen: torch.Tensor | None,
     weight_pos: torch.Tensor | None,
     weight_neg: torch.Tensor | None,
-    temperatures: Sequence[float],
-    kernel_norm: str,
-    attraction: float,
-    repulsion: float,
-    normalize_features: bool,
-    normalize_drift: bool,
-    affinity_floor: float,
-    self_mask: float,
+    options: DriftOptions,
 ):
     """Returns (coordinate scale, summed force in scaled coordinates [B, G, S], info). No gradient flows."""
     gen = gen.detach().float()
@@ -144,20 +157,21 @@ def _drift(
     dist = pairwise_distance(gen, targets)  # [B, G, T]
     # One scalar over the whole call (all groups): the target-weighted mean distance (paper A.6, S_j).
     scale = (dist * weights[:, None, :]).mean() / weights.mean()
-    if normalize_features:
+    if options.normalize_features:
         coord_scale = (scale / S**0.5).clamp_min(1e-3)  # coordinates get mean distance ~ sqrt(S)
         dist_normed = dist / scale.clamp_min(1e-3)  # so tau acts like the paper's tau * sqrt(S)
     else:
         coord_scale = scale.new_ones(())
         dist_normed = dist
-    if self_mask:  # a generated sample neither attracts nor repels itself
+    if options.self_mask:  # a generated sample neither attracts nor repels itself
         dist_normed = dist_normed.clone()
-        dist_normed[:, :, :G].diagonal(dim1=1, dim2=2).add_(self_mask)
+        dist_normed[:, :, :G].diagonal(dim1=1, dim2=2).add_(options.self_mask)
     info = {"scale": scale}
     force_sum = torch.zeros_like(gen)
     log_weights = weights.log()[:, None, :]  # zero weights become -inf: no affinity
-    for tau in temperatures:
-        log_affinity = _log_affinity(dist_normed * (-1.0 / tau), kernel_norm, affinity_floor) + log_weights
+    for tau in options.temperatures:
+        log_affinity = _log_affinity(dist_normed * (-1.0 / tau), options.kernel_norm, options.affinity_floor)
+        log_affinity = log_affinity + log_weights
         # Cross-weighting (paper Alg. 2): each positive is weighted by the total negative affinity and vice versa,
         # so with attraction == repulsion the coefficients sum to zero and V vanishes when p == q.
         log_neg, log_pos = log_affinity[:, :, : G + U], log_affinity[:, :, G + U :]
@@ -168,13 +182,14 @@ def _drift(
         # exact zero (then the loss and its gradient vanish for good); the drift normalization is unaffected.
         shift = log_coeff.amax()
         shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
-        sign = torch.cat([gen.new_full((G + U,), -repulsion), gen.new_full((log_pos.shape[2],), attraction)])
+        sign = torch.cat([gen.new_full((G + U,), -options.repulsion),
+                          gen.new_full((log_pos.shape[2],), options.attraction)])
         coeff = (log_coeff - shift).exp() * sign
         # The force in input units (targets are not rescaled: dividing the [B, G, S] result is cheaper).
         force = torch.baddbmm(coeff.sum(-1, keepdim=True) * -gen, coeff, targets)
         sq_norm = force.square().mean() / coord_scale**2  # in normalized coordinates, over the whole call
         info[f"drift_sq_norm_{tau:g}"] = sq_norm * (2.0 * shift).exp()  # without the shift
-        if normalize_drift:  # the 1e-8 floor applies as if the call's largest coefficient were 1
+        if options.normalize_drift:  # the 1e-8 floor applies as if the call's largest coefficient were 1
             force_sum += force / (coord_scale * sq_norm.clamp_min(1e-8).sqrt())
         else:
             force_sum += force * shift.exp() / coord_scale
@@ -202,11 +217,10 @@ def drift_field(
 
     ``gen + drift_field(...)`` is the frozen goal that :func:`drift_loss` regresses onto.
     """
-    _check_inputs(gen, pos, neg, weight_gen, weight_pos, weight_neg, temperatures, kernel_norm)
-    coord_scale, force, _ = _drift(
-        gen, pos, neg, weight_gen, weight_pos, weight_neg, temperatures, kernel_norm,
-        attraction, repulsion, normalize_features, normalize_drift, affinity_floor, self_mask,
-    )
+    _check_inputs(gen, pos, neg, weight_gen, weight_pos, weight_neg)
+    options = DriftOptions(temperatures, kernel_norm, attraction, repulsion, normalize_features, normalize_drift,
+                           affinity_floor, self_mask)
+    coord_scale, force, _ = _drift(gen, pos, neg, weight_gen, weight_pos, weight_neg, options)
     return force * coord_scale
 
 
@@ -249,11 +263,10 @@ def drift_loss(
     synchronization per call (the CPU waits for the scale before queuing more work). Inside torch.func transforms
     (vmap: the drifting policy's per-observation calls) it is skipped and the loss is NaN.
     """
-    _check_inputs(gen, pos, neg, weight_gen, weight_pos, weight_neg, temperatures, kernel_norm)
-    coord_scale, force, info = _drift(
-        gen, pos, neg, weight_gen, weight_pos, weight_neg, temperatures, kernel_norm,
-        attraction, repulsion, normalize_features, normalize_drift, affinity_floor, self_mask,
-    )
+    _check_inputs(gen, pos, neg, weight_gen, weight_pos, weight_neg)
+    options = DriftOptions(temperatures, kernel_norm, attraction, repulsion, normalize_features, normalize_drift,
+                           affinity_floor, self_mask)
+    coord_scale, force, info = _drift(gen, pos, neg, weight_gen, weight_pos, weight_neg, options)
     _refuse_non_finite(info["scale"], {"gen": gen, "pos": pos, "neg": neg, "weight_gen": weight_gen,
                                        "weight_pos": weight_pos, "weight_neg": weight_neg})
     gen_scaled = gen.float() / coord_scale
