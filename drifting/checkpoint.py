@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import random
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from drifting.files import atomic_path
 
 
 class CheckpointError(ValueError):
@@ -17,40 +17,11 @@ class CheckpointError(ValueError):
     The message names the file (and the tensor)."""
 
 
-def process_alive(pid: int) -> bool:
-    """Whether a process with this id runs on this machine (a process of another user counts as running)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_orphan_temp_files(path: Path) -> list[Path]:
-    """Delete ``.<name>.tmp<PID>`` files beside ``path`` whose writer (PID) is gone: a writer killed between
-    ``torch.save`` and the rename leaves one, and nothing else would ever remove it."""
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.tmp(\d+)")
-    removed = []
-    if path.parent.is_dir():
-        for candidate in path.parent.iterdir():
-            match = pattern.fullmatch(candidate.name)
-            if match and int(match.group(1)) != os.getpid() and not process_alive(int(match.group(1))):
-                candidate.unlink(missing_ok=True)
-                removed.append(candidate)
-    return removed
-
-
 def atomic_save(obj, path: str | Path) -> Path:
-    """torch.save to a temporary file in the same folder, then rename: a crash never leaves a torn file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_orphan_temp_files(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-    return path
+    """torch.save under a temporary name in the same folder, then rename: a crash never leaves a torn file."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
 
 
 def load(path: str | Path, map_location="cpu") -> dict:

@@ -20,8 +20,8 @@ The 1e-8 floor therefore applies to the rescaled drift: it only decides how a dr
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import torch
 

@@ -7,7 +7,7 @@ replacement within a draw.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

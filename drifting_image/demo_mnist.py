@@ -1,6 +1,6 @@
 """The MNIST demo on a CPU, end to end: feature MAE -> generator -> samples -> FID and the CFG table.
 
-    python -m drifting_image.demo_mnist  # outputs in runs/image/mnist_demo
+    python -m drifting_image.demo_mnist  # outputs in outputs/image/mnist_demo
 
 Stages; each one is skipped when its output exists, so a rerun after an interruption picks up where it stopped
 (the two training stages also resume from their last checkpoint):
@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from drifting import checkpoint
+from drifting.json_log import read_json_log
 from drifting_image.cfg_sweep import fid_by_alpha, print_table, write_table
 from drifting_image.data import load_mnist_5k
 from drifting_image.fid import (
@@ -41,8 +42,9 @@ from drifting_image.fid import (
     statistics,
 )
 from drifting_image.sample import load_generator, save_grid
-from drifting_image.train import Trainer, load_config
+from drifting_image.train import TrainConfig, Trainer
 from drifting_image.train_mae import MAETrainConfig, MAETrainer
+from drifting_image.training import load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "image"
 
@@ -73,9 +75,10 @@ class Demo:
         self.out = Path(args.out)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.mae_cfg = load_config(args.mae_config, [f"out_dir={self.out / 'mae'}", *args.mae_overrides],
-                                   schema=MAETrainConfig)
+                                   MAETrainConfig)
         self.cfg = load_config(args.config, [f"out_dir={self.out / 'generator'}",
-                                             f"mae_checkpoint={self.out / 'mae' / 'checkpoint.pt'}", *args.overrides])
+                                             f"mae_checkpoint={self.out / 'mae' / 'checkpoint.pt'}", *args.overrides],
+                               TrainConfig)
         if self.cfg.data != "mnist" or self.mae_cfg.data != "mnist":
             raise ValueError("the demo's FID reference is the MNIST digits: both configs need data: mnist; "
                              "for other data use drifting_image.train, sample, fid and cfg_sweep")
@@ -156,15 +159,14 @@ class Demo:
         real = json.loads(self.real_path.read_text())
         print(f"\nFID against {real['reference_num']} real digits, {real['num']} images each")
         print_table(json.loads((self.sweep_dir / "cfg_sweep.json").read_text()), real_fid=real["fid"])
-        metrics = (self.out / "generator" / "metrics.jsonl").read_text().splitlines()
-        last = json.loads(metrics[-1])
-        print(f"\ngenerator loss at step {last['step']}: {last['loss']:.4f}")
+        last = read_json_log(self.out / "generator" / "logs.json.txt")[-1]
+        print(f"\ngenerator loss at step {last['global_step'] + 1}: {last['loss']:.4f}")
         print(f"sample grids (one column per class): {self.out / 'samples'}/alpha<a>.png")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="runs/image/mnist_demo", help="output folder")
+    parser.add_argument("--out", default="outputs/image/mnist_demo", help="output folder")
     parser.add_argument("--mae-config", default=str(CONFIGS / "mae_mnist_tiny.yaml"))
     parser.add_argument("--config", default=str(CONFIGS / "mnist_tiny.yaml"), help="generator TrainConfig YAML")
     parser.add_argument("--mae-overrides", nargs="*", default=[], help="key=value overrides of the MAE config")

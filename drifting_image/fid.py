@@ -13,8 +13,8 @@ The reference is an ``.npz`` with ``mu`` and ``sigma`` (precomputed statistics),
 (images, ADM layout [N, H, W, C] uint8), a folder of image files, or ``mnist``: the 5000 real digits of the CPU
 demo (``drifting_image.data``), as 32x32 uint8.
 
-    python -m drifting_image.fid runs/mnist/samples/alpha1.npz mnist --save-reference-stats mnist_stats.npz
-    python -m drifting_image.fid runs/mnist/samples/alpha2.npz mnist_stats.npz
+    python -m drifting_image.fid outputs/image/mnist/samples/alpha1.npz mnist --save-reference-stats mnist_stats.npz
+    python -m drifting_image.fid outputs/image/mnist/samples/alpha2.npz mnist_stats.npz
 """
 
 from __future__ import annotations

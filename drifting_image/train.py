@@ -12,26 +12,22 @@ Real samples are pushed into the queues from a shuffled stream over the dataset 
 
 Under torchrun each rank draws its own labels, so every class group lives on one rank and the drifting loss
 needs no communication; DDP averages the gradients. Checkpoints are written atomically and hold everything for
-an exact resume (models, EMA, optimizer, queue, data stream, random states, step).
+an exact resume (models, EMA, optimizer, queue, data stream, random states, step). The loop, the log
+(``out_dir/logs.json.txt``) and the device set-up are ``drifting_image.training``'s.
 
-    python -m drifting_image.train --config configs/image/mnist_tiny.yaml steps=200 out_dir=runs/mnist
+    python -m drifting_image.train --config configs/image/mnist_tiny.yaml steps=200 out_dir=outputs/image/mnist
     torchrun --nproc_per_node 8 -m drifting_image.train --config configs/image/latent_ablation.yaml
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
-from omegaconf import OmegaConf
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from drifting import (
     EMA,
@@ -47,6 +43,7 @@ from drifting_image.features import image_features
 from drifting_image.generator import DriftingDiT, build_generator
 from drifting_image.mae import ResNetMAE
 from drifting_image.sample import save_grid, to_uint8
+from drifting_image.training import StepTrainer, learning_rate, load_config
 
 
 @dataclass
@@ -54,8 +51,9 @@ class TrainConfig:
     data: str = "mnist"  # 'mnist' or an .npz file (see drifting_image.data)
     augment: bool = False  # random resized crop and flip of real pixel images, as the released pixel models
     num_classes: int = 10
-    out_dir: str = "runs/image"
+    out_dir: str = "outputs/image/run"
     seed: int = 0
+    device: str = "auto"  # cuda if available, else cpu; under torchrun each rank takes cuda:LOCAL_RANK
 
     # Models. mae_checkpoint=None uses only the 'global' feature (the vanilla loss without phi).
     generator: str = "T/4"
@@ -104,12 +102,6 @@ class TrainConfig:
     wandb: str = "disabled"  # 'disabled', 'offline' or 'online'
 
 
-def load_config(path: str | None, overrides: list[str], schema: type = TrainConfig):
-    """A config dataclass from its defaults, an optional YAML file and key=value overrides, in that order."""
-    parts = [OmegaConf.structured(schema)] + ([OmegaConf.load(path)] if path else []) + [OmegaConf.from_dotlist(overrides)]
-    return OmegaConf.to_object(OmegaConf.merge(*parts))
-
-
 def load_encoder(path: str, device: torch.device) -> ResNetMAE:
     """The EMA weights of an MAE checkpoint written by ``drifting_image.train_mae``, frozen."""
     state = checkpoint.load(path)
@@ -125,7 +117,7 @@ def grouped(features: dict[str, torch.Tensor], groups: int) -> dict[str, torch.T
     return {k: v.view(groups, -1, *v.shape[1:]) for k, v in features.items()}
 
 
-def drifting_loss(
+def generator_step_loss(
     cfg: TrainConfig,
     model: torch.nn.Module,
     encoder: ResNetMAE | None,
@@ -182,38 +174,14 @@ def drifting_loss(
     return loss.mean(), info, samples.detach()
 
 
-def learning_rate(peak: float, warmup_steps: int, step: int, initial: float = 1e-6) -> float:
-    """The released schedule (optax ``linear_schedule`` joined to a constant): ``initial`` at step 0, linear to
-    ``peak`` at ``warmup_steps``, then constant. ``step`` counts the updates already made."""
-    if step >= warmup_steps:
-        return peak
-    return initial + (peak - initial) * step / warmup_steps
-
-
-def setup_distributed() -> tuple[int, int, torch.device]:
-    """(rank, world size, device); initializes the process group under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available()
-    if world > 1:
-        dist.init_process_group("nccl" if cuda else "gloo")
-    rank = dist.get_rank() if world > 1 else 0
-    if cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        return rank, world, torch.device("cuda", local)
-    return rank, world, torch.device("cpu")
-
-
-class Trainer:
+class Trainer(StepTrainer):
     """Holds the run's state; ``run()`` trains to cfg.steps, resuming from out_dir if a checkpoint is there."""
 
     def __init__(self, cfg: TrainConfig):
         if cfg.pos_per_class > cfg.queue_per_class or cfg.unc_per_class > cfg.queue_global:
             raise ValueError(f"the queues hold {cfg.queue_per_class} per class and {cfg.queue_global} in all; "
                              f"pos_per_class={cfg.pos_per_class} and unc_per_class={cfg.unc_per_class} must fit")
-        self.cfg = cfg
-        self.rank, self.world, self.device = setup_distributed()
-        self.out_dir = Path(cfg.out_dir)
+        super().__init__(cfg)
 
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.generator = build_generator(cfg.generator, num_classes=cfg.num_classes,
@@ -237,7 +205,6 @@ class Trainer:
         self.stream = SampleStream(dataset, seed=cfg.seed + 1 + self.rank, augment=cfg.augment)
         self.queue = SampleQueue(cfg.num_classes, dataset.sample_shape, cfg.queue_per_class, cfg.queue_global)
         self.rng = torch.Generator().manual_seed(cfg.seed + 1000 * (self.rank + 1))
-        self.step = 0
         self.sample_noise = torch.randn(cfg.num_classes, *self.generator.sample_shape,
                                         generator=torch.Generator().manual_seed(cfg.seed))
 
@@ -258,8 +225,7 @@ class Trainer:
             "step": self.step, "queue": self.queue.state_dict(), "stream": self.stream.state_dict(),
             "rng": self.rng.get_state(), "global_rng": checkpoint.rng_state(),
         }, self.rank_path(self.rank))
-        if self.world > 1:
-            dist.barrier()
+        self.dist.barrier()
 
     def resume(self) -> bool:
         if not self.shared_path().is_file():
@@ -279,6 +245,9 @@ class Trainer:
         return True
 
     # -- training -----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.fill_queue()
+
     def fill_queue(self) -> None:
         """Push real samples until every class holds P and the global ring holds U (at the start of a run)."""
         cfg = self.cfg
@@ -291,7 +260,8 @@ class Trainer:
         raise RuntimeError(f"could not queue {need} samples of every class; is each of the {cfg.num_classes} "
                            f"classes present in {cfg.data!r}?")
 
-    def train_step(self) -> dict[str, float]:
+    def train_step(self) -> dict[str, torch.Tensor | float]:
+        """One update; the metrics stay tensors until they are logged."""
         cfg = self.cfg
         self.queue.push(*self.stream.next(cfg.push_per_step))
         lr = learning_rate(cfg.lr, cfg.warmup_steps, self.step)
@@ -299,7 +269,7 @@ class Trainer:
             group["lr"] = lr
         self.model.train()
         with_features = self.step >= cfg.feature_warmup_steps
-        loss, info, samples = drifting_loss(cfg, self.model, self.encoder if with_features else None, self.queue,
+        loss, info, samples = generator_step_loss(cfg, self.model, self.encoder if with_features else None, self.queue,
                                             self.rng, self.device, self.convnext if with_features else None)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -307,9 +277,11 @@ class Trainer:
         self.optimizer.step()
         self.ema.update(self.generator)
         self.step += 1
-        return {"loss": loss.item(), "grad_norm": grad_norm.item(), "lr": lr,
-                "sample_rms": samples.float().square().mean().sqrt().item(),
-                **{k: float(v) for k, v in info.items()}}
+        return {"loss": loss.detach(), "grad_norm": grad_norm, "lr": lr,
+                "sample_rms": samples.float().square().mean().sqrt(), **info}
+
+    def progress(self, metrics: dict) -> dict:
+        return {"loss": f"{metrics['loss']:.4f}", "gnorm": f"{metrics['grad_norm']:.3f}"}
 
     @torch.no_grad()
     def save_samples(self) -> None:
@@ -320,52 +292,16 @@ class Trainer:
         rows = [ema(self.sample_noise.to(self.device), labels, alpha, style) for alpha in self.cfg.sample_alphas]
         save_grid(to_uint8(torch.cat(rows).cpu()), self.out_dir / f"samples_{self.step:07d}.png", ncol=len(labels))
 
-    def run(self) -> None:
-        cfg = self.cfg
-        if not self.resume():
-            self.fill_queue()
-        logger = self._open_logger()
-        bar = tqdm(range(self.step, cfg.steps), initial=self.step, total=cfg.steps, disable=self.rank != 0)
-        for _ in bar:
-            metrics = self.train_step()
-            if self.rank == 0 and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}", gnorm=f"{metrics['grad_norm']:.3f}")
-                logger(metrics)
-            if self.step % cfg.save_every == 0 or self.step == cfg.steps:
-                self.save()
-                if self.rank == 0:
-                    self.save_samples()
-        if self.world > 1:
-            dist.destroy_process_group()
-
-    def _open_logger(self):
-        """metrics.jsonl in out_dir (rank 0), plus wandb when cfg.wandb is 'offline' or 'online'."""
-        if self.rank != 0:
-            return lambda metrics: None
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        run = None
-        if self.cfg.wandb != "disabled":
-            import wandb
-
-            run = wandb.init(mode=self.cfg.wandb, dir=str(self.out_dir), config=asdict(self.cfg), resume="allow")
-        path = self.out_dir / "metrics.jsonl"
-
-        def log(metrics: dict[str, float]) -> None:
-            headline = {k: metrics[k] for k in ("loss", "grad_norm", "lr", "sample_rms", "alpha")}
-            with open(path, "a") as f:
-                f.write(json.dumps({"step": self.step, **headline}) + "\n")
-            if run is not None:
-                run.log(metrics, step=self.step)
-
-        return log
+    def after_save(self) -> None:
+        self.save_samples()
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML file with TrainConfig fields")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=100 out_dir=runs/x")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=100 out_dir=outputs/image/x")
     args = parser.parse_args(argv)
-    Trainer(load_config(args.config, args.overrides)).run()
+    Trainer(load_config(args.config, args.overrides, TrainConfig)).run()
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ latents encoded at every step with ``vae`` (the released recipe); during the las
 loss becomes lambda * cross-entropy + (1 - lambda) * reconstruction, lambda ramping linearly from 0 to
 ``finetune_lambda`` over ``finetune_warmup`` steps. The checkpoint (out_dir/checkpoint.pt) is what
 ``drifting_image.train`` loads as ``mae_checkpoint``; the drifting loss uses its EMA weights. Single process;
-resumes exactly from out_dir.
+resumes exactly from out_dir; logs to out_dir/logs.json.txt (``drifting_image.training``'s loop).
 
     python -m drifting_image.train_mae --config configs/image/mae_mnist_tiny.yaml
 """
@@ -13,18 +13,16 @@ resumes exactly from out_dir.
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from drifting import EMA, checkpoint
 from drifting_image.data import SampleStream, load_dataset
 from drifting_image.mae import MAE_SIZES, build_mae, classification_weight
-from drifting_image.train import learning_rate, load_config
+from drifting_image.training import StepTrainer, learning_rate, load_config
 from drifting_image.vae import encode, load_vae
 
 
@@ -32,8 +30,9 @@ from drifting_image.vae import encode, load_vae
 class MAETrainConfig:
     data: str = "mnist"
     num_classes: int = 10
-    out_dir: str = "runs/image/mae"
+    out_dir: str = "outputs/image/mae"
     seed: int = 0
+    device: str = "auto"  # cuda if available, else cpu
     mae: str = "tiny"
     mae_overrides: dict[str, Any] = field(default_factory=dict)
     # The released recipe: pixel images randomly resized-cropped and flipped (drifting_image.data), then, for the
@@ -56,13 +55,12 @@ class MAETrainConfig:
 
     log_every: int = 20
     save_every: int = 500
+    wandb: str = "disabled"  # 'disabled', 'offline' or 'online'
 
 
-class MAETrainer:
+class MAETrainer(StepTrainer):
     def __init__(self, cfg: MAETrainConfig):
-        self.cfg = cfg
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.out_dir = Path(cfg.out_dir)
+        super().__init__(cfg)
         torch.manual_seed(cfg.seed)
         self.mae = build_mae(cfg.mae, num_classes=cfg.num_classes, **cfg.mae_overrides).to(self.device)
         self.mae_kwargs = {**vars(MAE_SIZES[cfg.mae]), "num_classes": cfg.num_classes, **cfg.mae_overrides}
@@ -72,7 +70,6 @@ class MAETrainer:
         self.stream = SampleStream(load_dataset(cfg.data), seed=cfg.seed + 1, augment=cfg.augment)
         self.vae = load_vae(cfg.vae, self.device) if cfg.vae else None
         self.rng = torch.Generator().manual_seed(cfg.seed + 2)
-        self.step = 0
 
     def path(self) -> Path:
         return self.out_dir / "checkpoint.pt"
@@ -85,9 +82,9 @@ class MAETrainer:
             "global_rng": checkpoint.rng_state(),
         }, self.path())
 
-    def resume(self) -> None:
+    def resume(self) -> bool:
         if not self.path().is_file():
-            return
+            return False
         state = checkpoint.load(self.path())
         self.mae.load_state_dict(state["mae"])
         self.ema.load_state_dict(state["ema"])
@@ -96,8 +93,10 @@ class MAETrainer:
         self.rng.set_state(state["rng"])
         checkpoint.set_rng_state(state["global_rng"])
         self.step = int(state["step"])
+        return True
 
-    def train_step(self) -> dict[str, float]:
+    def train_step(self) -> dict[str, torch.Tensor | float]:
+        """One update; the metrics stay tensors until they are logged."""
         cfg = self.cfg
         images, labels = self.stream.next(cfg.batch_size)
         if self.vae is not None:
@@ -118,21 +117,11 @@ class MAETrainer:
         self.optimizer.step()
         self.ema.update(self.mae)
         self.step += 1
-        return {"loss": loss.item(), "grad_norm": grad_norm.item(), "lr": lr, "lambda_cls": lambda_cls,
-                **{k: v.float().mean().item() for k, v in metrics.items()}}
+        return {"loss": loss.detach(), "grad_norm": grad_norm, "lr": lr, "lambda_cls": lambda_cls,
+                **{k: v.detach().float().mean() for k, v in metrics.items()}}
 
-    def run(self) -> None:
-        self.resume()
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        bar = tqdm(range(self.step, self.cfg.steps), initial=self.step, total=self.cfg.steps)
-        for _ in bar:
-            metrics = self.train_step()
-            if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
-                bar.set_postfix(recon=f"{metrics['recon_loss']:.4f}")
-                with open(self.out_dir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps({"step": self.step, **metrics}) + "\n")
-            if self.step % self.cfg.save_every == 0 or self.step == self.cfg.steps:
-                self.save()
+    def progress(self, metrics: dict) -> dict:
+        return {"recon": f"{metrics['recon_loss']:.4f}"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -140,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", help="YAML file with MAETrainConfig fields")
     parser.add_argument("overrides", nargs="*", help="key=value overrides")
     args = parser.parse_args(argv)
-    MAETrainer(load_config(args.config, args.overrides, schema=MAETrainConfig)).run()
+    MAETrainer(load_config(args.config, args.overrides, MAETrainConfig)).run()
 
 
 if __name__ == "__main__":

@@ -11,44 +11,25 @@ run. Temporary files a killed run leaves behind are removed when it resumes.
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
 
 from drifting.checkpoint import atomic_save
+from drifting.files import TEMP_NAME, atomic_path
 
 TOPK_PATTERN = re.compile(r"epoch=(\d+)-test_mean_score=(-?\d+\.\d+)\.ckpt")
-# What atomic writes leave when killed: .latest.ckpt.tmp<PID>, .run_info.json.tmp, config.yaml.tmp, .last.old, ...
-TEMP_PATTERN = re.compile(r"\..+\.(tmp\d*|old)|.+\.tmp")
 RUN_SUBFOLDERS = ("", "checkpoints", "pretrained", ".hydra")
-
-
-def atomic_copy(src: str | Path, dst: str | Path) -> Path:
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-    return dst
 
 
 def atomic_save_pretrained(policy, directory: str | Path, extra_files: dict[str, str] | None = None) -> Path:
     """``policy.save_pretrained`` (plus ``extra_files``: name -> text) into a fresh folder that then replaces
     ``directory``."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp, old = directory.with_name(f".{directory.name}.tmp"), directory.with_name(f".{directory.name}.old")
-    for leftover in (tmp, old):
-        shutil.rmtree(leftover, ignore_errors=True)
-    policy.save_pretrained(tmp)
-    for name, text in (extra_files or {}).items():
-        (tmp / name).write_text(text)
-    if directory.exists():
-        os.replace(directory, old)
-    os.replace(tmp, directory)
-    shutil.rmtree(old, ignore_errors=True)
-    return directory
+    with atomic_path(directory) as tmp:
+        policy.save_pretrained(tmp)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
+    return Path(directory)
 
 
 def remove_temp_files(run_dir: str | Path) -> list[Path]:
@@ -59,7 +40,7 @@ def remove_temp_files(run_dir: str | Path) -> list[Path]:
         if not folder.is_dir():
             continue
         for path in folder.iterdir():
-            if TEMP_PATTERN.fullmatch(path.name):
+            if TEMP_NAME.fullmatch(path.name):
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
                 removed.append(path)
     return removed

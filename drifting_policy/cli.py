@@ -1,8 +1,8 @@
 """The ``drifting-policy`` command.
 
-    drifting-policy train task=pusht_lowdim policy=drifting_unet [key=value ...]
+    drifting-policy train task=pusht_lowdim method=drifting network=unet_lowdim [experiment=pusht_cpu] [key=value ...]
     drifting-policy train run_dir=<existing run> [key=value ...]     # resume it, with its saved config
-    torchrun --nproc_per_node=4 -m drifting_policy.cli train task=... policy=... run_dir=<dir>
+    torchrun --nproc_per_node=4 -m drifting_policy.cli train task=... method=... network=... run_dir=<dir>
     drifting-policy eval checkpoint=<run dir | pretrained dir | .ckpt> [n_test=50] [seed=0] [device=cuda] [output_dir=...]
     drifting-policy report <run dirs or folders of runs ...> [--last 10] [--key test/mean_score]
     drifting-policy export|serve|control ...    # deployment: see `drifting-policy export --help`
@@ -28,7 +28,7 @@ from drifting_policy.errors import ConfigError, UserError
 
 USAGE = __doc__
 # Keys of a run that pick config files rather than values: given with run_dir, the run's config is composed anew.
-COMPOSE_KEYS = {"task", "policy", "experiment"}
+COMPOSE_KEYS = {"task", "method", "network", "experiment"}
 
 
 def claim_new_dir(base: str) -> str:
@@ -61,11 +61,13 @@ def train_help() -> str:
         return ", ".join(sorted(path.stem for path in (Path(CONFIG_DIR) / group).glob("*.yaml")))
 
     defaults = OmegaConf.load(Path(CONFIG_DIR) / "train.yaml")
-    lines = ["usage: drifting-policy train task=<task> policy=<policy> [experiment=<name>] [run_dir=<folder>] "
-             "[key=value ...]", "",
-             f"  task=        {choices('task')}", f"  policy=      {choices('policy')}",
-             f"  experiment=  {choices('experiment')} (optional: a budget or recipe on top)",
-             "  run_dir=     the run folder (default outputs/<date>/<time>_<policy>_<task>); a folder holding this run "
+    lines = ["usage: drifting-policy train task=<task> method=<method> network=<network> [experiment=<name>] "
+             "[run_dir=<folder>] [key=value ...]", "",
+             f"  task=        {choices('task')}", f"  method=      {choices('method')}",
+             f"  network=     {choices('network')}",
+             f"  experiment=  {choices('experiment')} (optional: a CPU budget on top)",
+             "  run_dir=     the run folder (default outputs/<date>/<time>_<method>_<network>_<task>); a folder holding "
+             "this run "
              "resumes it,", "               `train run_dir=<folder>` alone resumes it with its saved config",
              "  overwrite=   true deletes the run in run_dir and starts afresh (default false)", "",
              "options of configs/train.yaml (section.key=value; defaults shown):"]
@@ -73,7 +75,8 @@ def train_help() -> str:
         values = OmegaConf.to_container(defaults[section], resolve=False)
         items = " ".join(f"{key}={override_text(value)}" for key, value in values.items())
         lines += textwrap.wrap(items, width=116, initial_indent=f"  {section}: ", subsequent_indent="      ")
-    lines += ["", "task.* and policy.* keys come from the chosen task and policy files (configs/task, configs/policy);",
+    lines += ["", "task.* keys come from the task file (configs/task); policy.config.* keys are the fields of the method's",
+              "config dataclass (drifting_policy/policies/config.py) with the network file's settings on top;",
               "a new key is added with +key=value. --debug shows the traceback of an error."]
     return "\n".join(lines)
 
@@ -90,6 +93,11 @@ def saved_run_config(saved: Path, overrides: list[str]):
         return OmegaConf.merge(load_config(saved), OmegaConf.from_dotlist([item.lstrip("+") for item in overrides]))
     except OmegaConfBaseException as error:
         raise ConfigError(f"cannot apply the overrides to {saved}: {str(error).splitlines()[0]}") from None
+
+
+def policy_name(choices: dict) -> str:
+    """'<method>_<network>' (drifting_unet_lowdim): what reports and run folders call the policy."""
+    return "_".join(choices[group] for group in ("method", "network") if group in choices) or "policy"
 
 
 def train(overrides: list[str]) -> None:
@@ -119,9 +127,8 @@ def train(overrides: list[str]) -> None:
         if int(os.environ.get("WORLD_SIZE", 1)) > 1:
             raise ConfigError("with several processes, name the run directory: run_dir=<dir> (every rank must agree)")
         stamp = time.strftime("%Y.%m.%d/%H.%M.%S")
-        claimed = cfg.run_dir = claim_new_dir(
-            f"outputs/{stamp}_{choices.get('policy', 'policy')}_{choices.get('task', cfg.task.name)}")
-    run_info = {key: choices[key] for key in ("task", "policy") if key in choices}
+        claimed = cfg.run_dir = claim_new_dir(f"outputs/{stamp}_{policy_name(choices)}_{choices.get('task', cfg.task.name)}")
+    run_info = {"task": choices["task"], "policy": policy_name(choices)} if "task" in choices else {}
     try:
         TrainWorkspace(cfg, cfg.run_dir, run_info=run_info).run()
     except BaseException:

@@ -17,12 +17,14 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
+import hydra
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from drifting_policy.errors import ConfigError
+from drifting.files import atomic_write_text
+from drifting_policy.errors import ConfigError, DataError, UserError
 
 # configs/ of the repository; DRIFTING_POLICY_CONFIG_DIR points elsewhere (e.g. an installed package with its own).
 CONFIG_DIR = Path(os.environ.get("DRIFTING_POLICY_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
@@ -30,6 +32,30 @@ CONFIG_DIR = Path(os.environ.get("DRIFTING_POLICY_CONFIG_DIR", Path(__file__).re
 # Task configs compute sampler padding as ${eval:'${task.n_obs_steps}-1'}, as Diffusion Policy's do.
 if not OmegaConf.has_resolver("eval"):
     OmegaConf.register_new_resolver("eval", eval)
+
+# A policy config's task shapes, read from the task; the rest of its fields come from its dataclass.
+POLICY_TASK_SHAPES = {"horizon": "${task.horizon}", "n_obs_steps": "${task.n_obs_steps}",
+                      "n_action_steps": "${task.n_action_steps}", "obs_dim": "${oc.select:task.obs_dim,null}",
+                      "action_dim": "${oc.select:task.action_dim,null}",
+                      "shape_meta": "${oc.select:task.shape_meta,null}"}
+
+
+def register_policy_defaults() -> None:
+    """The config nodes ``policy_defaults/<type>`` (``drifting``, ``diffusion``) that the method configs compose
+    in: every field of the policy's config dataclass with its default, and the task's shapes. The dataclasses are
+    the one place a policy default is written."""
+    from hydra.core.config_store import ConfigStore
+
+    from drifting_policy.policies import POLICY_REGISTRY
+
+    def yaml_ready(value):
+        return [yaml_ready(v) for v in value] if isinstance(value, tuple) else value
+
+    for kind, policy_class in POLICY_REGISTRY.items():
+        defaults = {f.name: yaml_ready(f.default) for f in fields(policy_class.config_class)
+                    if f.name not in POLICY_TASK_SHAPES}
+        ConfigStore.instance().store(group="policy_defaults", name=kind, node={**POLICY_TASK_SHAPES, **defaults})
+
 
 # What every task config must define (under `task.`) and what the workspace reads from the composed config.
 TASK_KEYS = ("name", "horizon", "n_obs_steps", "n_action_steps", "dataset", "env_runner")
@@ -108,8 +134,8 @@ class TrainingSchema:
     checkpoint_every: int = rule(at_least(1))
     val_every: int = rule(at_least(1))
     sample_every: int = rule(at_least(1))
-    max_train_steps: Optional[int] = rule(at_least(1, "null or an integer"))
-    max_val_steps: Optional[int] = rule(at_least(0, "null or an integer"))
+    max_train_steps: int | None = rule(at_least(1, "null or an integer"))
+    max_val_steps: int | None = rule(at_least(0, "null or an integer"))
     tqdm_interval_sec: float = rule(above(0))
     find_unused_parameters: bool = MISSING
 
@@ -120,7 +146,7 @@ class OptimizerSchema:
     betas: list[float] = rule(adam_betas)
     eps: float = rule(above(0))
     weight_decay: float = rule(at_least(0, "a number"))
-    obs_encoder_weight_decay: Optional[float] = rule(at_least(0, "null or a number"))
+    obs_encoder_weight_decay: float | None = rule(at_least(0, "null or a number"))
 
 
 @dataclass
@@ -140,9 +166,9 @@ class DataLoaderSchema:
     num_workers: int = rule(at_least(0))
     pin_memory: bool = MISSING
     persistent_workers: bool = MISSING
-    shuffle: Optional[bool] = None  # ignored: the training order comes from the epoch-seeded sampler
+    shuffle: bool | None = None  # ignored: the training order comes from the epoch-seeded sampler
     drop_last: bool = False
-    prefetch_factor: Optional[int] = rule(at_least(1, "null or an integer"), default=None)
+    prefetch_factor: int | None = rule(at_least(1, "null or an integer"), default=None)
     timeout: float = rule(at_least(0, "a number"), default=0.0)
 
 
@@ -155,8 +181,8 @@ class CheckpointSchema:
 class LoggingSchema:
     mode: str = rule(one_of(*LOGGING_MODES))
     project: str = MISSING
-    name: Optional[str] = MISSING
-    group: Optional[str] = MISSING
+    name: str | None = MISSING
+    group: str | None = MISSING
     tags: list[str] = MISSING
     plots: bool = MISSING
 
@@ -248,7 +274,7 @@ def validate_top_level(cfg: DictConfig, source: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- composing
 def compose_train_config(overrides: list[str], config_dir: str | Path | None = None) -> tuple[DictConfig, dict]:
-    """``configs/train.yaml`` with ``overrides`` (``task=pusht_lowdim policy=drifting_unet training.seed=1``).
+    """``configs/train.yaml`` with ``overrides`` (``task=pusht_lowdim method=drifting network=unet_lowdim training.seed=1``).
 
     Returns the config (hydra's own node removed) and the chosen config-group options, e.g.
     ``{'task': 'pusht_lowdim', 'policy': 'drifting_unet'}``.
@@ -259,6 +285,7 @@ def compose_train_config(overrides: list[str], config_dir: str | Path | None = N
     config_dir = Path(config_dir or CONFIG_DIR).resolve()
     if not (config_dir / "train.yaml").is_file():
         raise FileNotFoundError(f"no train.yaml in {config_dir}; set DRIFTING_POLICY_CONFIG_DIR to the configs folder")
+    register_policy_defaults()
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base=None):
             cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
@@ -274,7 +301,11 @@ def compose_train_config(overrides: list[str], config_dir: str | Path | None = N
 def composition_error(error: Exception) -> ConfigError:
     """Hydra's composition errors as one line: an unknown config-group option lists the options there are; an
     override of a key that does not exist names the keys of that section (not hydra's advice to add it with +)."""
-    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from hydra.errors import (
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+    )
 
     text = str(error)
     first = text.splitlines()[0] if text else type(error).__name__
@@ -324,11 +355,7 @@ def check_train_config(cfg: DictConfig, source: str = "the composed config") -> 
 
 
 def save_config(cfg: DictConfig, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(OmegaConf.to_yaml(cfg))
-    os.replace(tmp, path)
+    atomic_write_text(path, OmegaConf.to_yaml(cfg))
 
 
 def load_config(path: str | Path) -> DictConfig:
@@ -342,3 +369,30 @@ def load_config(path: str | Path) -> DictConfig:
     defaults = OmegaConf.load(Path(CONFIG_DIR) / "train.yaml")
     del defaults["defaults"]  # hydra's defaults list: the saved config is already composed
     return OmegaConf.merge(defaults, cfg)
+
+
+def first_line(error: BaseException) -> str:
+    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    return str(text).splitlines()[0] if str(text) else type(error).__name__
+
+
+def instantiate(node: DictConfig, name: str, **kwargs):
+    """``hydra.utils.instantiate``, with what is the user's to fix said in one line naming the config node: hydra
+    wraps whatever a constructor raises (a data error, a wrong argument) in a long InstantiationException."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as error:
+        cause = error
+        while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if isinstance(cause, UserError):
+            raise cause from None
+        if isinstance(cause, FileNotFoundError):
+            raise DataError(f"{name}: {first_line(cause)}", hint="a relative path in a task config is relative to "
+                            "the folder you start in; start in the repository, or override it with an absolute "
+                            "path (task.zarr_path=..., task.dataset_path=...)") from error
+        if isinstance(cause, (TypeError, ValueError, KeyError)):
+            raise ConfigError(f"{name}: {type(cause).__name__}: {first_line(cause)}") from error
+        raise

@@ -4,7 +4,7 @@
 * a run directory: its ``pretrained/best`` (or ``pretrained/last``) export;
 * an exported policy directory (``config.json`` + ``model.safetensors``), loaded with the policy class's
   ``from_pretrained``; the task comes from the ``train_config.yaml`` the workspace writes beside it, or from
-  ``task=<name> policy=<name>`` for directories exported elsewhere;
+  ``task=<name> method=<name> network=<name>`` for directories exported elsewhere;
 * a ``.ckpt`` file of a run: the policy is built from the saved config and given the EMA weights.
 
 Results (``eval_log.json``, videos) go to ``output_dir``, by default ``<run>/eval/<name>``, or
@@ -17,7 +17,6 @@ when loaded, and the runner stops on a non-finite action rather than score it.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import hydra
@@ -26,17 +25,19 @@ from omegaconf import DictConfig, OmegaConf
 
 from drifting.checkpoint import CheckpointError, check_finite_weights
 from drifting.checkpoint import load as load_checkpoint
-from drifting_policy.config import compose_train_config, device_problem, load_config
+from drifting.files import atomic_write_text
+from drifting.json_log import numeric_items
+from drifting.runs import resolve_device, seeded_rng
+from drifting_policy.config import compose_train_config, device_problem, first_line, instantiate, load_config
 from drifting_policy.errors import ConfigError
-from drifting_policy.workspace import first_line, instantiate, numeric_items, resolve_device, seeded_rng
 
 # Keys of `eval` itself; any other key without a dot is an env-runner argument (n_test=50 ->
 # task.env_runner.n_test, or task.env_runner.episodes.n_test where the runner takes its episodes from a factory:
 # see `runner_key`).
-EVAL_KEYS = ("checkpoint", "output_dir", "device", "which", "task", "policy", "seed")
+EVAL_KEYS = ("checkpoint", "output_dir", "device", "which", "task", "method", "network", "seed")
 WHICH = ("best", "last")  # a run directory's exports
 HINT = ("eval takes checkpoint=<run | export | .ckpt>, which=best|last, seed=<int>, device=, output_dir=, task=, "
-        "policy= and the env runner's arguments (n_test=50, ...)")
+        "method=, network= and the env runner's arguments (n_test=50, ...)")
 
 
 def split_overrides(overrides: list[str]) -> tuple[dict, list[str]]:
@@ -129,11 +130,11 @@ def load_policy(source: Path, options: dict) -> tuple[torch.nn.Module, DictConfi
     else:
         if (source / "train_config.yaml").exists():
             cfg = load_config(source / "train_config.yaml")
-        elif "task" in options and "policy" in options:
-            cfg, _ = compose_train_config([f"task={options['task']}", f"policy={options['policy']}"])
+        elif {"task", "method", "network"} <= set(options):
+            cfg, _ = compose_train_config([f"{key}={options[key]}" for key in ("task", "method", "network")])
         else:
             raise FileNotFoundError(f"{source} has no train_config.yaml; say which task and policy it is: "
-                                    "task=<name> policy=<name>")
+                                    "task=<name> method=<name> network=<name>")
         policy_class = hydra.utils.get_object(cfg.policy._target_)
         if not hasattr(policy_class, "from_pretrained"):
             raise TypeError(f"policy._target_ {cfg.policy._target_} has no from_pretrained; cannot load {source}")
@@ -170,9 +171,7 @@ def evaluate(overrides: list[str]) -> dict:
             runner.close()
 
     result = {"checkpoint": str(source), "task": cfg.task.name, "seed": seed, **log}
-    tmp = output_dir / ".eval_log.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, output_dir / "eval_log.json")
+    atomic_write_text(output_dir / "eval_log.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
     print_results(result, output_dir)
     return result
 

@@ -4,10 +4,10 @@ distance of its generated chunks to the demonstrations (its loss is a normalised
 so those two are the curves that show learning)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from drifting_policy.json_log import read_json_log
+from drifting.files import atomic_path
+from drifting.json_log import read_json_log
 
 
 def epoch_records(records: list[dict]) -> list[dict]:
@@ -82,10 +82,7 @@ def plot_training_curves(log_path: str | Path, out_path: str | Path, title: str 
     fig.suptitle(title)
     fig.tight_layout()
 
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(out_path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, out_path)
-    return out_path
+    return Path(out_path)

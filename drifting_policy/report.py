@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from drifting_policy.json_log import bad_line_message, parse_json_log
+from drifting.json_log import bad_line_message, parse_json_log
 
 
 @dataclass

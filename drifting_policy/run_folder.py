@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import time
 from dataclasses import dataclass, field
@@ -24,15 +23,17 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from drifting.checkpoint import CheckpointError, check_finite_weights, load, process_alive
+from drifting.checkpoint import CheckpointError, check_finite_weights, load
+from drifting.files import TEMP_NAME, process_alive, remove_path
 from drifting_policy.checkpoint import TopKCheckpoints
 from drifting_policy.errors import RunFolderError
 
 LOCK_NAME = "train.lock"
 CONFIG_PATH = Path(".hydra") / "config.yaml"
-# Everything a training run (and `eval` of it) writes in its folder; overwrite=true deletes these and nothing else.
+# Everything a training run (and `eval` of it) writes in its folder, besides the temporary names of its atomic
+# writes (drifting.files.TEMP_NAME); overwrite=true deletes these and nothing else.
 RUN_ENTRIES = (".hydra", "checkpoints", "pretrained", "logs.json.txt", "run_info.json", "plots", "media", "eval",
-               "wandb", ".run_info.json.tmp", ".logs.json.txt.tmp")
+               "wandb")
 CHECKPOINT_KEYS = ("cfg", "policy", "ema", "optimizer", "lr_scheduler", "epoch", "global_step", "best_score", "rng")
 OVERWRITE_HINT = "choose another folder with run_dir=<new folder>, or add overwrite=true to delete that run"
 
@@ -126,6 +127,10 @@ def identity_difference(theirs: dict, ours: dict) -> str | None:
     return None
 
 
+def is_run_entry(name: str) -> bool:
+    return name in RUN_ENTRIES or bool(TEMP_NAME.fullmatch(name))
+
+
 def folder_entries(run_dir: Path) -> list[str]:
     return sorted(path.name for path in run_dir.iterdir() if path.name != LOCK_NAME) if run_dir.is_dir() else []
 
@@ -150,12 +155,9 @@ def load_training_state(path: Path) -> dict:
 
 def remove_run(run_dir: Path) -> None:
     """Delete what a run wrote in ``run_dir`` (``overwrite=true``); other files stay."""
-    for name in RUN_ENTRIES:
-        path = run_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+    for path in list(run_dir.iterdir()):
+        if is_run_entry(path.name):
+            remove_path(path)
 
 
 # ---------------------------------------------------------------------------------------------- the decision
@@ -177,7 +179,7 @@ def plan_start(run_dir: Path, cfg: DictConfig) -> StartPlan:
     if not entries:
         return StartPlan()
     if not (run_dir / CONFIG_PATH).is_file():
-        foreign = [name for name in entries if name not in RUN_ENTRIES]
+        foreign = [name for name in entries if not is_run_entry(name)]
         if cfg.overwrite and not foreign:
             return StartPlan(remove_old_run=True)
         raise RunFolderError(f"{run_dir} is not empty and holds no run ({', '.join(entries[:5])}"

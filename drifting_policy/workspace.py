@@ -19,20 +19,14 @@ evaluates, logs and writes files.
 """
 from __future__ import annotations
 
-import contextlib
-import datetime
 import json
 import math
-import os
-import random
 import sys
 import time
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
-import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
@@ -40,10 +34,12 @@ from tqdm import tqdm
 
 from drifting import EMA
 from drifting.checkpoint import CheckpointError, atomic_save, first_non_finite, rng_state, set_rng_state
-from drifting_policy.checkpoint import TopKCheckpoints, atomic_copy, atomic_save_pretrained, remove_temp_files
-from drifting_policy.config import check_train_config, save_config
-from drifting_policy.errors import ConfigError, DataError, RunFolderError, UserError
-from drifting_policy.json_log import JsonLogger, bad_line_message
+from drifting.files import atomic_copy, atomic_write_text
+from drifting.json_log import bad_line_message
+from drifting.runs import Distributed, RunLog, seed_everything, seeded_rng
+from drifting_policy.checkpoint import TopKCheckpoints, atomic_save_pretrained, remove_temp_files
+from drifting_policy.config import check_train_config, first_line, instantiate, save_config
+from drifting_policy.errors import RunFolderError
 from drifting_policy.plots import plot_training_curves
 from drifting_policy.report import load_run
 from drifting_policy.run_folder import RunLock, StartPlan, plan_start, remove_run, stored_config
@@ -54,12 +50,6 @@ class NonFiniteLossError(FloatingPointError):
 
 
 # ---------------------------------------------------------------------------------------------- small helpers
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def to_device(batch, device: torch.device):
     if isinstance(batch, dict):
         return {key: to_device(value, device) for key, value in batch.items()}
@@ -76,110 +66,6 @@ def batch_statistics(batch, prefix: str = "") -> list[str]:
                else "no finite values")
     return [f"{prefix.rstrip('.')} {tuple(x.shape)}: {summary}, NaN {int(torch.isnan(x).sum())}, "
             f"inf {int(torch.isinf(x).sum())}"]
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-
-
-@contextlib.contextmanager
-def seeded_rng(seed: int):
-    """Torch's global random state seeded with ``seed`` inside and restored after, on the CPU and every CUDA device
-    (``manual_seed`` seeds them all): sampling in here (rollouts, evaluation) repeats for the same seed and leaves
-    the training stream as it was."""
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
-def first_line(error: BaseException) -> str:
-    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-    return str(text).splitlines()[0] if str(text) else type(error).__name__
-
-
-def instantiate(node: DictConfig, name: str, **kwargs):
-    """``hydra.utils.instantiate``, with what is the user's to fix said in one line naming the config node: hydra
-    wraps whatever a constructor raises (a data error, a wrong argument) in a long InstantiationException."""
-    from hydra.errors import InstantiationException
-
-    try:
-        return hydra.utils.instantiate(node, **kwargs)
-    except InstantiationException as error:
-        cause = error
-        while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
-            cause = cause.__cause__
-        if isinstance(cause, UserError):
-            raise cause from None
-        if isinstance(cause, FileNotFoundError):
-            raise DataError(f"{name}: {first_line(cause)}", hint="a relative path in a task config is relative to "
-                            "the folder you start in; start in the repository, or override it with an absolute "
-                            "path (task.zarr_path=..., task.dataset_path=...)") from error
-        if isinstance(cause, (TypeError, ValueError, KeyError)):
-            raise ConfigError(f"{name}: {type(cause).__name__}: {first_line(cause)}") from error
-        raise
-
-
-def numeric_items(log: dict) -> dict:
-    """What goes to the logs: numbers only (runners also return video paths)."""
-    return {key: value for key, value in log.items()
-            if isinstance(value, (int, float, np.number)) and not isinstance(value, bool)}
-
-
-class Distributed:
-    """Rank, world size and device from torchrun's environment variables (one process, rank 0, without them)."""
-
-    def __init__(self, device_name: str, timeout_min: float = 120.0):
-        self.world_size = int(os.environ.get("WORLD_SIZE", 1))
-        self.rank = int(os.environ.get("RANK", 0))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
-        self.device = resolve_device(device_name)
-        if self.world_size > 1:
-            if self.device.type == "cuda":
-                self.device = torch.device("cuda", self.local_rank)
-                torch.cuda.set_device(self.device)
-            # Rank 0 evaluates while the others wait, so the timeout must outlast a rollout.
-            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo",
-                                    timeout=datetime.timedelta(minutes=timeout_min))
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def mean(self, value: torch.Tensor) -> torch.Tensor:
-        if self.world_size == 1:
-            return value
-        value = value.detach().clone()
-        dist.all_reduce(value)
-        return value / self.world_size
-
-    def gather(self, obj) -> list:
-        if self.world_size == 1:
-            return [obj]
-        gathered = [None] * self.world_size
-        dist.all_gather_object(gathered, obj)
-        return gathered
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            dist.barrier()
-
-    def close(self) -> None:
-        if self.world_size > 1 and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-class PolicyLoss(nn.Module):
-    """``forward(batch) = policy.compute_loss(batch)``, so DistributedDataParallel sees the loss as a forward."""
-
-    def __init__(self, policy: nn.Module):
-        super().__init__()
-        self.policy = policy
-
-    def forward(self, batch):
-        return self.policy.compute_loss(batch)
 
 
 # ---------------------------------------------------------------------------------------------- the workspace
@@ -226,10 +112,11 @@ class TrainWorkspace:
         # The EMA copy is taken after set_normalizer, so it carries the same normalizer.
         self.ema = (EMA(self.policy, decay=cfg.ema.max_decay, power=cfg.ema.power, inv_gamma=cfg.ema.inv_gamma,
                         min_decay=cfg.ema.min_decay) if cfg.training.use_ema else None)
-        self.loss_fn = PolicyLoss(self.policy)
+        # forward(batch) -> (loss, metrics): DistributedDataParallel wraps the policy itself.
+        self.loss_fn = self.policy
         if self.dist.world_size > 1:
             self.loss_fn = nn.parallel.DistributedDataParallel(
-                self.loss_fn, device_ids=[device.index] if device.type == "cuda" else None,
+                self.policy, device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=cfg.training.find_unused_parameters)
 
         self.optimizer = self.build_optimizer()
@@ -348,21 +235,7 @@ class TrainWorkspace:
                     world_size=self.dist.world_size)
         info.setdefault("wandb_id", f"{info['task']}-{info['policy']}-{int(time.time())}")
         self.run_info = info
-        tmp = path.with_name(".run_info.json.tmp")
-        tmp.write_text(json.dumps(info, indent=2) + "\n")
-        os.replace(tmp, path)
-
-    def open_wandb(self):
-        """None unless ``logging.mode`` is 'online' or 'offline' (the default, written under <run>/wandb)."""
-        log_cfg = self.cfg.logging
-        if log_cfg.mode == "disabled":  # the config schema allows offline, online and disabled
-            return None
-        import wandb  # lazily: a missing or broken wandb is fine with logging.mode=disabled
-
-        return wandb.init(dir=str(self.run_dir), mode=log_cfg.mode, project=log_cfg.project,
-                          name=log_cfg.name or self.run_dir.name, group=log_cfg.group,
-                          tags=list(log_cfg.tags or []), id=self.run_info["wandb_id"], resume="allow",
-                          config=OmegaConf.to_container(self.cfg, resolve=True))
+        atomic_write_text(path, json.dumps(info, indent=2) + "\n")
 
     def plot(self) -> None:
         plot_training_curves(self.run_dir / "logs.json.txt", self.run_dir / "plots" / "training_curves.png",
@@ -407,8 +280,9 @@ class TrainWorkspace:
         return float(torch.nn.functional.mse_loss(predicted, batch["action"].to(predicted)))
 
     # ------------------------------------------------------------------ the loop
-    def train_step(self, batch) -> float:
-        loss = self.loss_fn(batch)
+    def train_step(self, batch) -> tuple[float, dict[str, torch.Tensor]]:
+        """One update; the loss (mean over ranks) and the policy's metrics on this rank's batch, still tensors."""
+        loss, metrics = self.loss_fn(batch)
         loss_value = self.dist.mean(loss.detach()).item()
         if not math.isfinite(loss_value):
             raise NonFiniteLossError(
@@ -421,7 +295,7 @@ class TrainWorkspace:
         self.lr_scheduler.step()
         if self.ema is not None:
             self.ema.update(self.policy)
-        return loss_value
+        return loss_value, {f"policy/{key}": value for key, value in metrics.items() if key != "loss"}
 
     def non_finite_cause(self, batch) -> str:
         """Where a non-finite loss comes from, as far as can be told without the loss's internals."""
@@ -438,14 +312,9 @@ class TrainWorkspace:
         return ("the weights, the normalizer and the batch are finite, so the loss computation itself produced it "
                 "(an overflow, or a policy option such as a temperature)")
 
-    def policy_metrics(self) -> dict:
-        """What the policy reports besides its loss (``last_metrics``, on rank 0's batch) as ``policy/<name>``."""
-        metrics = getattr(self.policy, "last_metrics", None) or {}
-        return {f"policy/{key}": value for key, value in metrics.items() if key != "loss"}
-
     def run(self) -> None:
         lock = self.take_lock()
-        json_logger = wandb_run = None
+        run_log = None
         try:
             plan = plan_start(self.run_dir, self.cfg)
             self.build()
@@ -454,24 +323,31 @@ class TrainWorkspace:
             self.dist.barrier()  # every rank has read the folder before rank 0 writes to it
             if self.dist.is_main:
                 self.prepare_folder(plan)
-                json_logger = JsonLogger(self.run_dir / "logs.json.txt", resume_step=self.global_step)
-                for line in json_logger.kept_bad_lines:
-                    print(f"warning: {bad_line_message(json_logger.path, line)} (kept in place)", file=sys.stderr)
-                wandb_run = self.open_wandb()
+                run_log = self.open_log()
             self.dist.barrier()
-            self.loop(json_logger, wandb_run)
+            self.loop(run_log)
             if self.dist.is_main:
                 self.print_summary()
         finally:
-            if json_logger is not None:
-                json_logger.close()
-            if wandb_run is not None:
-                wandb_run.finish()
+            if run_log is not None:
+                run_log.close()
             if getattr(self, "env_runner", None) is not None and hasattr(self.env_runner, "close"):
                 self.env_runner.close()
             if lock is not None:
                 lock.release()
             self.dist.close()
+
+    def open_log(self) -> RunLog:
+        """logs.json.txt from the step this run continues at, and wandb as ``logging.mode`` says (offline by
+        default, under <run>/wandb)."""
+        log_cfg = self.cfg.logging
+        run_log = RunLog(self.run_dir, resume_step=self.global_step, wandb_mode=log_cfg.mode,
+                         project=log_cfg.project, name=log_cfg.name or self.run_dir.name, group=log_cfg.group,
+                         tags=list(log_cfg.tags or []), id=self.run_info["wandb_id"],
+                         config=OmegaConf.to_container(self.cfg, resolve=True))
+        for line in run_log.json.kept_bad_lines:
+            print(f"warning: {bad_line_message(run_log.json.path, line)} (kept in place)", file=sys.stderr)
+        return run_log
 
     def take_lock(self) -> RunLock | None:
         """Rank 0 takes the folder's lock; every rank learns whether it could."""
@@ -519,14 +395,13 @@ class TrainWorkspace:
                 lines.append(f"  {label}: {path}")
         print("\n".join(lines), flush=True)
 
-    def loop(self, json_logger: JsonLogger | None, wandb_run) -> None:
+    def loop(self, run_log: RunLog | None) -> None:
+        """Epochs until ``training.num_epochs``; ``run_log`` is None on the ranks that do not log."""
         cfg, train = self.cfg, self.cfg.training
 
         def log(step_log: dict) -> None:
-            if json_logger is not None:
-                json_logger.log(numeric_items(step_log))
-            if wandb_run is not None:
-                wandb_run.log(numeric_items(step_log), step=self.global_step)
+            if run_log is not None:
+                run_log.log(step_log, step=self.global_step)
 
         self.policy.train()
         while self.epoch < train.num_epochs:
@@ -537,11 +412,11 @@ class TrainWorkspace:
             for batch_idx, batch in enumerate(batches):
                 batch = to_device(batch, self.device)
                 first_batch = batch if first_batch is None else first_batch
-                loss = self.train_step(batch)
+                loss, metrics = self.train_step(batch)
                 train_losses.append(loss)
                 batches.set_postfix(loss=loss, refresh=False)
                 step_log = {"train_loss": loss, "global_step": self.global_step, "epoch": self.epoch,
-                            "lr": self.lr_scheduler.get_last_lr()[0], **self.policy_metrics()}
+                            "lr": self.lr_scheduler.get_last_lr()[0], **metrics}
                 if batch_idx == self.steps_per_epoch - 1:
                     break  # the epoch's last line also carries validation and rollout results
                 log(step_log)

@@ -282,8 +282,8 @@ class OraclePolicy:
 
 
 def test_vector_env_runner_with_oracle_policy():
-    from envs.common.runner import VectorEnvRunner, dp_episodes
     from envs.blockpush.runner import make_env, summarize
+    from envs.common.runner import VectorEnvRunner, dp_episodes
 
     episodes = dp_episodes(n_test=1, n_test_vis=0)
     runner = VectorEnvRunner(make_env, episodes, n_obs_steps=3, n_action_steps=1, vectorization="sync",

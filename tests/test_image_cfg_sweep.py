@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from drifting_image.cfg_sweep import main as cfg_sweep_main
 from drifting_image.data import load_mnist_5k
 from drifting_image.fid import load_images
-from drifting_image.train import Trainer, load_config
+from drifting_image.train import TrainConfig, Trainer
+from drifting_image.training import load_config
 
 MNIST_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "image" / "mnist_tiny.yaml"
 
@@ -43,7 +44,7 @@ def test_mnist_reference_is_the_real_digits_as_uint8(mnist):
 def test_sweep_writes_one_finite_row_per_alpha(tmp_path, mnist):
     overrides = [f"out_dir={tmp_path / 'run'}", "mae_checkpoint=null", "steps=2", "save_every=2", "warmup_steps=1",
                  "gen_per_class=4", "pos_per_class=4", "unc_per_class=2", "sample_alphas=[1.0]"]
-    Trainer(load_config(str(MNIST_CONFIG), overrides)).run()
+    Trainer(load_config(str(MNIST_CONFIG), overrides, TrainConfig)).run()
     features = tmp_path / "features.pt"
     torch.jit.script(ColorGridFeatures()).save(str(features))
     np.savez(tmp_path / "reference.npz", arr_0=mnist.as_uint8()[:50])

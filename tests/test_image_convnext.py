@@ -7,10 +7,10 @@ import re
 import numpy as np
 import pytest
 import torch
+from test_image_official import GOLDEN, MANIFEST, TOLERANCE, relative_error, release_golden
 
 from drifting_image import official
 from drifting_image.convnext import ConvNeXtFeatures
-from test_image_official import GOLDEN, MANIFEST, TOLERANCE, relative_error, release_golden
 
 transformers = pytest.importorskip("transformers")
 

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from drifting_policy.json_log import read_json_log
+from drifting.json_log import read_json_log
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,7 @@ def test_image_task_trains_evaluates_and_exports(task, make_data, tmp_path, monk
     run_dir = tmp_path / "run"
     monkeypatch.chdir(tmp_path)
     cli.main([
-        "train", f"task={task}", "policy=drifting_unet_image", *data_overrides, f"run_dir={run_dir}",
+        "train", f"task={task}", "method=drifting", "network=unet_image", *data_overrides, f"run_dir={run_dir}",
         "policy.config.down_dims=[32,64,128]", "policy.config.n_generated=4", "task.dataset.val_ratio=0.34",
         "task.env_runner.n_train=1", "task.env_runner.n_train_vis=1", "task.env_runner.n_test=2",
         "task.env_runner.n_test_vis=1", "task.env_runner.n_envs=3",

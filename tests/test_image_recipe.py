@@ -12,8 +12,9 @@ import torch
 from drifting_image.data import ArrayDataset, SampleStream, augment_images, random_resized_crop_box
 from drifting_image.generator import GENERATOR_SIZES, DriftingDiT
 from drifting_image.mae import MAE_SIZES, ResNetMAE
-from drifting_image.train import TrainConfig, learning_rate, load_config
+from drifting_image.train import TrainConfig
 from drifting_image.train_mae import MAETrainConfig
+from drifting_image.training import learning_rate, load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "image"
 GPUS = 8  # our per-rank classes_per_step times the 8 processes of the README's torchrun command
@@ -118,7 +119,7 @@ def mae_in_release_terms(cfg: MAETrainConfig) -> dict:
 
 @pytest.mark.parametrize("released", sorted(RELEASED_GENERATORS))
 def test_generator_configs_are_the_released_ones_value_by_value(released):
-    cfg = load_config(str(CONFIGS / f"{OURS[released]}.yaml"), [])
+    cfg = load_config(str(CONFIGS / f"{OURS[released]}.yaml"), [], TrainConfig)
     assert generator_in_release_terms(cfg) == RELEASED_GENERATORS[released]
     # What the release does not configure: drift_loss's defaults, and every feature key.
     assert cfg.affinity_floor == 1e-6 and cfg.feature_max_locations is None and cfg.feature_warmup_steps == 0
@@ -126,7 +127,7 @@ def test_generator_configs_are_the_released_ones_value_by_value(released):
 
 @pytest.mark.parametrize("released", sorted(RELEASED_MAES))
 def test_mae_configs_are_the_released_ones_value_by_value(released):
-    ours = mae_in_release_terms(load_config(str(CONFIGS / f"{OURS[released]}.yaml"), [], schema=MAETrainConfig))
+    ours = mae_in_release_terms(load_config(str(CONFIGS / f"{OURS[released]}.yaml"), [], MAETrainConfig))
     assert ours == RELEASED_MAES[released]
 
 

@@ -1,6 +1,5 @@
 """Image branch: training step, exact resume, MAE pre-training, data and sampling, at toy sizes on the CPU."""
 
-import json
 import os
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from drifting.json_log import read_json_log
 from drifting_image.data import (
     ArrayDataset,
     SampleStream,
@@ -62,8 +62,10 @@ def test_training_moves_samples_to_their_class(tmp_path):
     after = [class_gap(trainer, 0, 0.5), class_gap(trainer, 1, -0.5)]
     assert before == pytest.approx([0.25, 0.25], abs=1e-6)  # the output starts at exactly zero
     assert sum(after) / 2 < 0.05 and max(after) < 0.1, after  # the data's own spread gives 0.01
-    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lines = read_json_log(tmp_path / "run" / "logs.json.txt")
     assert len(lines) == 150 and all(np.isfinite(line["loss"]) for line in lines)
+    # Every logged key, the drifting loss's info included (one key per feature and temperature).
+    assert {"global_step", "loss", "grad_norm", "lr", "sample_rms", "alpha", "global/loss"} <= set(lines[0])
     early, late = np.mean([l["loss"] for l in lines[:10]]), np.mean([l["loss"] for l in lines[-10:]])
     assert late < early, (early, late)
     assert (tmp_path / "run" / "samples_0000150.png").is_file()
@@ -104,7 +106,7 @@ def test_training_with_mae_features(tmp_path):
                              mae_overrides={"width": 4}, steps=3, batch_size=8, finetune_steps=2,
                              finetune_warmup=1, save_every=3)
     MAETrainer(mae_cfg).run()
-    mae_log = [json.loads(line) for line in (tmp_path / "mae" / "metrics.jsonl").read_text().splitlines()]
+    mae_log = read_json_log(tmp_path / "mae" / "logs.json.txt")
     assert mae_log[-1]["lambda_cls"] == pytest.approx(0.1) and np.isfinite(mae_log[-1]["recon_loss"])
 
     cfg = tiny_config(tmp_path, data=data, generator_overrides={**TINY_GENERATOR, "input_size": 16},
@@ -214,5 +216,5 @@ def test_torchrun_two_cpu_processes_train_and_resume(tmp_path):
     ranks = [torch.load(tmp_path / "run" / f"rank_state_{r}.pt", weights_only=False) for r in (0, 1)]
     assert [r["step"] for r in ranks] == [4, 4]
     assert not torch.equal(ranks[0]["rng"], ranks[1]["rng"])  # independent class groups per rank
-    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [line["step"] for line in lines] == [1, 2, 3, 4] and all(np.isfinite(l["loss"]) for l in lines)
+    lines = read_json_log(tmp_path / "run" / "logs.json.txt")  # rank 0's; the resumed run continues it
+    assert [line["global_step"] for line in lines] == [0, 1, 2, 3] and all(np.isfinite(l["loss"]) for l in lines)

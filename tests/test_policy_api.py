@@ -64,26 +64,28 @@ def test_predict_action_shapes_and_executed_slice(policy_class, config_class, op
 @pytest.mark.parametrize("policy_class, config_class, options", POLICIES)
 def test_compute_loss_is_scalar_with_gradient(policy_class, config_class, options, backbone):
     policy = make_policy(policy_class, config_class, options, backbone).train()
-    loss = policy.compute_loss(lowdim_batch())
+    loss, metrics = policy(lowdim_batch())
     assert loss.ndim == 0 and loss.requires_grad and torch.isfinite(loss)
     loss.backward()
     grads = [p.grad for p in policy.model.parameters() if p.requires_grad]
     assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
-    assert policy.last_metrics["loss"] == pytest.approx(float(loss.detach()))
+    # Metrics stay detached tensors (no device sync per metric) until they are logged.
+    assert all(torch.is_tensor(v) and v.ndim == 0 and not v.requires_grad for v in metrics.values())
+    assert float(metrics["loss"]) == pytest.approx(float(loss.detach()))
 
 
 def test_drifting_step_feature_and_extra_noise():
     policy = make_policy(DriftingPolicy, DriftingPolicyConfig,
                          {"features": ("chunk", "step"), "extra_noise_dim": 3, "n_generated": 4})
-    loss = policy.compute_loss(lowdim_batch())
+    loss, metrics = policy(lowdim_batch())
     loss.backward()
-    assert {"chunk/loss", "step/loss"} <= set(policy.last_metrics)
+    assert {"chunk/loss", "step/loss"} <= set(metrics)
     # The extra noise reaches the network: two draws for the same observation differ.
-    cond = policy.encode_obs(lowdim_batch(1)).repeat(2, 1)
+    cond = policy.encode_obs(lowdim_batch(1)).repeat(2, 1, 1)
     torch.manual_seed(0)
     noise = torch.randn(1, HORIZON, ACTION_DIM).repeat(2, 1, 1)
     extra = torch.randn(2, 3)
-    outputs = policy.run_model(noise, None, policy.append_to_cond(cond, extra))
+    outputs = policy.model(noise, None, cond, extra)
     assert not torch.allclose(outputs[0], outputs[1])
 
 
@@ -118,7 +120,7 @@ def test_normalizer_is_applied(policy_class, config_class, options):
     policy = make_policy(policy_class, config_class, options, action_offset=100.0).eval()
     obs = lowdim_batch()["obs"]
     normalized_obs = policy.normalizer["obs"].normalize(obs[:, :TO])
-    torch.testing.assert_close(policy.encode_obs({"obs": obs}), normalized_obs.flatten(1))
+    torch.testing.assert_close(policy.encode_obs({"obs": obs}), normalized_obs)
     chunk = policy.sample_chunk(policy.encode_obs({"obs": obs}), torch.Generator().manual_seed(0))
     out = policy.predict_action({"obs": obs}, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(out["action_pred"], policy.normalizer["action"].unnormalize(chunk))
@@ -258,13 +260,13 @@ def test_drift_per_observation_is_one_core_call_per_observation():
     assert policy.config.drift_per_observation
     gen = {"chunk": torch.randn(3, 8, 16), "step": torch.randn(3, 8, 8, 2)}
     pos = {"chunk": torch.randn(3, 1, 16), "step": torch.randn(3, 1, 8, 2)}
-    loss, _ = policy.drift_loss(gen, pos)
+    loss, _ = policy.observation_losses(gen, pos)
     options = dict(temperatures=(0.02, 0.05, 0.2), affinity_floor=0.0)
     for b in range(3):
         one, _ = feature_drift_loss({k: v[b : b + 1] for k, v in gen.items()},
                                     {k: v[b : b + 1] for k, v in pos.items()}, **options)
         torch.testing.assert_close(loss[b : b + 1], one)
     policy.config.drift_per_observation = False
-    batched, _ = policy.drift_loss(gen, pos)
+    batched, _ = policy.observation_losses(gen, pos)
     torch.testing.assert_close(batched, feature_drift_loss(gen, pos, **options)[0])
     assert not torch.allclose(batched, loss)

@@ -1,6 +1,6 @@
-import h5py
 import json
 
+import h5py
 import numpy as np
 import pytest
 

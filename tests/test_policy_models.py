@@ -9,7 +9,7 @@ from drifting_policy.models.common import SinusoidalEmbedding, timesteps_for_bat
 
 
 def small_unet(**kwargs):
-    return ConditionalUnet1D(2, 6, down_dims=(16, 32, 64), diffusion_step_embed_dim=16, **kwargs)
+    return ConditionalUnet1D(2, 3, 2, down_dims=(16, 32, 64), diffusion_step_embed_dim=16, **kwargs)
 
 
 def small_transformer(**kwargs):
@@ -54,7 +54,7 @@ def test_timestep_with_wrong_batch_is_rejected():
 @pytest.mark.parametrize("timestep", [3, torch.tensor(3), torch.tensor([1, 2, 3, 4])])
 def test_unet_with_timestep_keeps_sample_shape(timestep):
     net = small_unet()
-    out = net(torch.randn(4, 16, 2), timestep, torch.randn(4, 6))
+    out = net(torch.randn(4, 16, 2), timestep, torch.randn(4, 2, 3))
     assert out.shape == (4, 16, 2)
 
 
@@ -63,46 +63,50 @@ def test_unet_without_timestep_has_no_step_encoder():
     assert net.step_encoder is None
     assert not any("step" in name for name, _ in net.named_parameters())
     assert count_parameters(net) < count_parameters(small_unet())
-    assert net(torch.randn(4, 16, 2), global_cond=torch.randn(4, 6)).shape == (4, 16, 2)
+    assert net(torch.randn(4, 16, 2), cond=torch.randn(4, 2, 3)).shape == (4, 16, 2)
 
 
 def test_unet_output_depends_on_condition_and_timestep():
     torch.manual_seed(0)
     net = small_unet()
-    x, cond = torch.randn(2, 16, 2), torch.randn(2, 6)
+    x, cond = torch.randn(2, 16, 2), torch.randn(2, 2, 3)
     base = net(x, 0, cond)
     assert not torch.allclose(base, net(x, 50, cond))
     assert not torch.allclose(base, net(x, 0, cond + 1))
 
 
 def test_unet_rejects_inputs_that_do_not_match_its_mode():
-    x, cond = torch.randn(2, 16, 2), torch.randn(2, 6)
+    x, cond = torch.randn(2, 16, 2), torch.randn(2, 2, 3)
     with pytest.raises(ValueError, match="use_timestep=False and takes no timestep"):
         small_unet(use_timestep=False)(x, 5, cond)
     with pytest.raises(ValueError, match="needs a timestep"):
         small_unet()(x, None, cond)
-    with pytest.raises(ValueError, match=r"global_cond must be \(2, 6\), got \(2, 5\)"):
-        small_unet()(x, 5, torch.randn(2, 5))
-    with pytest.raises(ValueError, match=r"global_cond must be \(2, 6\), got None"):
+    with pytest.raises(ValueError, match=r"cond must be \(2, 2, 3\), got \(2, 6\)"):
+        small_unet()(x, 5, torch.randn(2, 6))
+    with pytest.raises(ValueError, match=r"cond must be \(2, 2, 3\), got None"):
         small_unet()(x, 5)
+    with pytest.raises(ValueError, match="takes no extra"):
+        small_unet()(x, 5, cond, torch.randn(2, 1))
+    with pytest.raises(ValueError, match=r"extra must be \(2, 4\), got None"):
+        small_unet(extra_cond_dim=4)(x, 5, cond)
     with pytest.raises(ValueError, match=r"sample must be \(B, T, 2\)"):
         small_unet()(torch.randn(2, 16, 3), 5, cond)
     with pytest.raises(ValueError, match="needs a condition"):
-        ConditionalUnet1D(2, None, use_timestep=False)
+        ConditionalUnet1D(2, 0, use_timestep=False)
 
 
 def test_unet_horizon_must_divide_by_downsampling_factor():
     net = small_unet()  # three levels: T must be a multiple of 4
-    assert net(torch.randn(1, 12, 2), 0, torch.randn(1, 6)).shape == (1, 12, 2)
+    assert net(torch.randn(1, 12, 2), 0, torch.randn(1, 2, 3)).shape == (1, 12, 2)
     with pytest.raises(ValueError, match="T=10 must be divisible by 4"):
-        net(torch.randn(1, 10, 2), 0, torch.randn(1, 6))
+        net(torch.randn(1, 10, 2), 0, torch.randn(1, 2, 3))
 
 
 def test_unet_without_observation_condition_uses_timestep_only():
-    net = ConditionalUnet1D(2, None, down_dims=(16, 32), diffusion_step_embed_dim=16)
+    net = ConditionalUnet1D(2, 0, down_dims=(16, 32), diffusion_step_embed_dim=16)
     assert net(torch.randn(3, 8, 2), 1).shape == (3, 8, 2)
-    with pytest.raises(ValueError, match="takes no global_cond"):
-        net(torch.randn(3, 8, 2), 1, torch.randn(3, 4))
+    with pytest.raises(ValueError, match="takes no cond"):
+        net(torch.randn(3, 8, 2), 1, torch.randn(3, 1, 4))
 
 
 def test_unet_uses_groupnorm_and_no_batchnorm():
@@ -114,7 +118,7 @@ def test_unet_uses_groupnorm_and_no_batchnorm():
 def test_unet_at_diffusion_policy_lowdim_size():
     # DP's low-dim PushT config (obs 20-D x To=2, down_dims 256/512/1024, kernel 5, FiLM scale):
     # DP's own ConditionalUnet1D has 65,783,298 parameters at these settings.
-    net = ConditionalUnet1D(2, 40, down_dims=(256, 512, 1024), kernel_size=5, diffusion_step_embed_dim=256)
+    net = ConditionalUnet1D(2, 20, 2, down_dims=(256, 512, 1024), kernel_size=5, diffusion_step_embed_dim=256)
     assert count_parameters(net) == 65_783_298
 
 
@@ -122,13 +126,13 @@ def test_unet_overfits_a_fixed_target():
     """Drifting-mode regression: fixed noise + condition -> a smooth target chunk; loss must fall > 10x."""
     torch.manual_seed(0)
     net = ConditionalUnet1D(2, 4, down_dims=(16, 32), n_groups=4, use_timestep=False)
-    noise, cond = torch.randn(8, 16, 2), torch.randn(8, 4)
+    noise, cond = torch.randn(8, 16, 2), torch.randn(8, 1, 4)
     steps = torch.arange(16.0)[None, :, None]
-    target = torch.sin(0.4 * steps + cond[:, None, :2]) + 0.5 * noise
+    target = torch.sin(0.4 * steps + cond[:, :, :2]) + 0.5 * noise
     optimizer = torch.optim.Adam(net.parameters(), lr=2e-3)
     losses = []
     for _ in range(60):
-        loss = (net(noise, global_cond=cond) - target).pow(2).mean()
+        loss = (net(noise, cond=cond) - target).pow(2).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -214,3 +218,24 @@ def test_transformer_at_diffusion_policy_size():
     net = ActionTransformer(2, 2, 16, 2, 20)
     assert count_parameters(net) == 8_965_122
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
+@pytest.mark.parametrize("backbone", ["unet", "transformer"])
+def test_every_backbone_takes_the_condition_the_same_way(backbone):
+    """(B, To, F) observation features and (B, E) per-sample extras, built from a policy config by name: a policy
+    needs no backbone-specific code."""
+    from drifting_policy.models import BACKBONES
+    from drifting_policy.policies import DriftingPolicyConfig
+
+    config = DriftingPolicyConfig(obs_dim=5, action_dim=2, horizon=8, n_obs_steps=3, n_action_steps=4,
+                                  backbone=backbone, down_dims=(16, 32), n_layer=1, n_emb=32)
+    net = BACKBONES[backbone].from_config(config, cond_dim=5, extra_cond_dim=4, use_timestep=False).eval()
+    noise, cond, extra = torch.randn(2, 8, 2), torch.randn(2, 3, 5), torch.randn(2, 4)
+    out = net(noise, None, cond, extra)
+    assert out.shape == (2, 8, 2)
+    assert not torch.allclose(out, net(noise, None, cond, extra + 1))  # the extras reach the output
+    assert not torch.allclose(out, net(noise, None, cond + 1, extra))
+    with pytest.raises(ValueError, match=r"extra must be \(2, 4\)"):
+        net(noise, None, cond, torch.randn(2, 3))
+    groups = net.get_optim_groups(1e-3)
+    assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))

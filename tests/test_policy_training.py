@@ -23,15 +23,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from drifting.checkpoint import load as load_checkpoint
+from drifting.json_log import read_json_log
 from drifting_policy.checkpoint import TOPK_PATTERN, TopKCheckpoints
 from drifting_policy.config import CONFIG_DIR, check_train_config, compose_train_config
 from drifting_policy.data import ReplayBuffer
+from drifting_policy.errors import ConfigError, DataError, RunFolderError
 from drifting_policy.evaluate import apply_overrides, evaluate, runner_key
-from drifting_policy.json_log import read_json_log
 from drifting_policy.normalizer import LinearNormalizer
 from drifting_policy.policies import BasePolicy
 from drifting_policy.report import main as report_main
-from drifting_policy.errors import ConfigError, DataError, RunFolderError
 from drifting_policy.workspace import NonFiniteLossError, TrainWorkspace
 
 OBS_DIM, ACTION_DIM = 4, 2
@@ -77,13 +77,17 @@ class TinyPolicy(nn.Module):
         flat = self.normalizer["obs"].normalize(obs[:, : cfg.n_obs_steps]).flatten(1)
         return self.net(flat).view(len(obs), cfg.horizon, cfg.action_dim)
 
-    def compute_loss(self, batch: dict) -> torch.Tensor:
+    def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
         if self.training:
             self.loss_calls += 1
-        loss = F.mse_loss(self._predict(batch["obs"]), self.normalizer["action"].normalize(batch["action"]))
+        prediction = self._predict(batch["obs"])
+        loss = F.mse_loss(prediction, self.normalizer["action"].normalize(batch["action"]))
         if self.training and self.config.nan_after_calls is not None and self.loss_calls > self.config.nan_after_calls:
             loss = loss * float("nan")
-        return loss
+        return loss, {"loss": loss.detach(), "prediction_rms": prediction.detach().square().mean().sqrt()}
+
+    def compute_loss(self, batch: dict) -> torch.Tensor:
+        return self(batch)[0]
 
     @torch.no_grad()
     def predict_action(self, obs_dict: dict) -> dict:
@@ -171,6 +175,7 @@ env_runner:
 """
 
 POLICY_YAML = """
+# @package policy
 _target_: test_policy_training.TinyPolicy
 obs_dim: ${task.obs_dim}
 action_dim: ${task.action_dim}
@@ -179,23 +184,37 @@ n_obs_steps: ${task.n_obs_steps}
 n_action_steps: ${task.n_action_steps}
 """
 
-# The real policies, shrunk: a 2-level U-Net of 16/32 channels.
-REAL_POLICY_YAML = """
+# The real methods (their dataclass defaults, as configs/method composes them), a little cheaper.
+REAL_METHOD_YAML = """
+# @package policy
+defaults:
+  - /policy_defaults/{kind}@config
+  - _self_
 _target_: drifting_policy.policies.{cls}
 config:
-  obs_dim: ${{task.obs_dim}}
-  action_dim: ${{task.action_dim}}
-  horizon: ${{task.horizon}}
-  n_obs_steps: ${{task.n_obs_steps}}
-  n_action_steps: ${{task.n_action_steps}}
-  down_dims: [16, 32]
-  kernel_size: 3
-  n_groups: 4
-  diffusion_step_embed_dim: 16
   {extra}
 """
-REAL_POLICIES = {"drifting_tiny": ("DriftingPolicy", "n_generated: 4"),
-                 "diffusion_tiny": ("DiffusionPolicy", "num_train_timesteps: 10")}
+REAL_POLICIES = {"drifting_tiny": ("drifting", "DriftingPolicy", "n_generated: 4"),
+                 "diffusion_tiny": ("diffusion", "DiffusionPolicy", "num_train_timesteps: 10")}
+# A 2-level U-Net of 16/32 channels, and no network at all for the tiny MLP policy.
+NETWORK_YAML = {"unet_tiny": """
+# @package _global_
+policy:
+  config:
+    backbone: unet
+    down_dims: [16, 32]
+    kernel_size: 3
+    n_groups: 4
+    diffusion_step_embed_dim: 16
+""", "none": "# @package _global_\n"}
+# The test's policy names as (method, network) choices.
+POLICY_CHOICES = {"tiny_mlp": ("tiny_mlp", "none"), "drifting_tiny": ("drifting_tiny", "unet_tiny"),
+                  "diffusion_tiny": ("diffusion_tiny", "unet_tiny")}
+
+
+def policy_overrides(policy: str) -> list[str]:
+    method, network = POLICY_CHOICES[policy]
+    return [f"method={method}", f"network={network}"]
 
 FAST = ["dataloader.batch_size=32", "dataloader.num_workers=0", "dataloader.pin_memory=false",
         "val_dataloader.batch_size=64", "val_dataloader.num_workers=0", "val_dataloader.pin_memory=false",
@@ -208,12 +227,14 @@ def config_dir(tmp_path_factory) -> Path:
     """The real train.yaml with a tiny task and policy beside it."""
     root = tmp_path_factory.mktemp("configs")
     shutil.copy(CONFIG_DIR / "train.yaml", root / "train.yaml")
-    (root / "task").mkdir()
-    (root / "policy").mkdir()
+    for group in ("task", "method", "network"):
+        (root / group).mkdir()
     (root / "task" / "tiny.yaml").write_text(TASK_YAML)
-    (root / "policy" / "tiny_mlp.yaml").write_text(POLICY_YAML)
-    for name, (cls, extra) in REAL_POLICIES.items():
-        (root / "policy" / f"{name}.yaml").write_text(REAL_POLICY_YAML.format(cls=cls, extra=extra))
+    (root / "method" / "tiny_mlp.yaml").write_text(POLICY_YAML)
+    for name, (kind, cls, extra) in REAL_POLICIES.items():
+        (root / "method" / f"{name}.yaml").write_text(REAL_METHOD_YAML.format(kind=kind, cls=cls, extra=extra))
+    for name, text in NETWORK_YAML.items():
+        (root / "network" / f"{name}.yaml").write_text(text)
     return root
 
 
@@ -223,9 +244,10 @@ def zarr_path(tmp_path_factory) -> Path:
 
 
 def make_cfg(config_dir: Path, zarr_path: Path, run_dir: Path, *overrides: str, policy: str = "tiny_mlp"):
-    cfg, choices = compose_train_config(["task=tiny", f"policy={policy}", f"task.zarr_path={zarr_path}",
+    cfg, choices = compose_train_config(["task=tiny", *policy_overrides(policy), f"task.zarr_path={zarr_path}",
                                          f"run_dir={run_dir}", *FAST, *overrides], config_dir=config_dir)
-    assert choices == {"task": "tiny", "policy": policy}
+    method, network = POLICY_CHOICES[policy]
+    assert choices == {"task": "tiny", "method": method, "network": network}
     return cfg
 
 
@@ -251,7 +273,9 @@ def trained_run(config_dir, zarr_path, tmp_path_factory) -> Path:
 def test_training_run_logs_checkpoints_and_exports(trained_run):
     records = read_json_log(trained_run / "logs.json.txt")
     for record in records:
-        assert {"train_loss", "global_step", "epoch", "lr"} <= set(record)
+        # The policy's metrics (forward's second output, tensors) are logged as policy/<name>, its loss once.
+        assert {"train_loss", "global_step", "epoch", "lr", "policy/prediction_rms"} <= set(record)
+        assert "policy/loss" not in record and isinstance(record["policy/prediction_rms"], float)
     assert [r["global_step"] for r in records] == list(range(len(records)))
     # one line per batch; the epoch's last one carries the epoch mean, val loss and (every 2nd epoch and the last) the score
     ends = [r for r in records if "val_loss" in r]
@@ -383,7 +407,7 @@ def test_eval_command_on_run_export_and_checkpoint(trained_run, tmp_path, capsys
 @pytest.mark.parametrize("task_name", ["blockpush_lowdim", "kitchen_lowdim"])
 def test_eval_bare_runner_keys_find_nested_episode_settings(task_name):
     """BlockPush and Kitchen take their episodes from a factory block: ``n_test=`` must reach it, not the runner."""
-    cfg, _ = compose_train_config([f"task={task_name}", "policy=drifting_unet_lowdim"])
+    cfg, _ = compose_train_config([f"task={task_name}", "method=drifting", "network=unet_lowdim"])
     cfg = apply_overrides(cfg, ["n_test=7", "test_start_seed=200000", "n_train=0", "n_envs=3"])
     runner = cfg.task.env_runner
     assert runner.n_envs == 3 and "n_test" not in runner
@@ -438,9 +462,9 @@ def test_cli_train_resume_report_and_eval(config_dir, zarr_path, tmp_path, monke
 
     monkeypatch.setattr(config, "CONFIG_DIR", config_dir)
     run_dir = tmp_path / "cli_run"
-    cli.main(["train", "task=tiny", "policy=tiny_mlp", f"task.zarr_path={zarr_path}", f"run_dir={run_dir}", *FAST,
+    cli.main(["train", "task=tiny", *policy_overrides("tiny_mlp"), f"task.zarr_path={zarr_path}", f"run_dir={run_dir}", *FAST,
               "training.num_epochs=1", "training.max_train_steps=2", "training.rollout_every=1"])
-    assert json.loads((run_dir / "run_info.json").read_text())["policy"] == "tiny_mlp"
+    assert json.loads((run_dir / "run_info.json").read_text())["policy"] == "tiny_mlp_none"  # <method>_<network>
     # the saved config is reused when only run_dir (and overrides) are given; a setting train.yaml gained after the
     # run was saved (here: as if sample_every were new) takes its default
     saved = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
@@ -454,7 +478,7 @@ def test_cli_train_resume_report_and_eval(config_dir, zarr_path, tmp_path, monke
     assert "Resumed" in capsys.readouterr().out
 
     cli.main(["report", str(run_dir)])
-    assert re.search(r"tiny\s+tiny_mlp\s+1\s+2", capsys.readouterr().out)
+    assert re.search(r"tiny\s+tiny_mlp_none\s+1\s+2", capsys.readouterr().out)
     cli.main(["eval", f"checkpoint={run_dir}", "n_test=2"])
     assert json.loads((run_dir / "eval" / "best" / "eval_log.json").read_text())["task"] == "tiny"
 
@@ -467,29 +491,14 @@ def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
     assert claimed == [base, f"{base}_2", f"{base}_3"] and all(Path(p).is_dir() for p in claimed)
 
 
-LOWDIM_OR_IMAGE_POLICY = """
-_target_: drifting_policy.policies.DriftingPolicy
-config:
-  obs_dim: ${oc.select:task.obs_dim,null}
-  action_dim: ${oc.select:task.action_dim,null}
-  shape_meta: ${oc.select:task.shape_meta,null}
-  horizon: ${task.horizon}
-  n_obs_steps: ${task.n_obs_steps}
-  n_action_steps: ${task.n_action_steps}
-"""
-
-
 TASKS = [p.stem for p in sorted((CONFIG_DIR / "task").glob("*.yaml"))]
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_real_task_configs_meet_the_contract(task, tmp_path):
-    """Every task in configs/task composes with train.yaml and a policy, and its nodes resolve."""
-    root = tmp_path / "configs"
-    shutil.copytree(CONFIG_DIR, root, ignore=shutil.ignore_patterns("image"))
-    (root / "policy").mkdir(exist_ok=True)
-    (root / "policy" / "any.yaml").write_text(LOWDIM_OR_IMAGE_POLICY)
-    cfg, _ = compose_train_config([f"task={task}", "policy=any"], config_dir=root)
+def test_real_task_configs_meet_the_contract(task):
+    """Every task in configs/task composes with train.yaml, a method and a network, and its nodes resolve."""
+    network = "unet_image" if task.endswith("_image") else "unet_lowdim"
+    cfg, _ = compose_train_config([f"task={task}", "method=drifting", f"network={network}"])
     check_train_config(cfg, source=f"configs/task/{task}.yaml")
     for node in ("dataset", "env_runner"):
         OmegaConf.to_container(cfg.task[node], resolve=True)

@@ -6,11 +6,10 @@ import socket
 
 import pytest
 import torch.multiprocessing as mp
+from test_policy_training import config_dir, make_cfg, train, zarr_path  # noqa: F401  (fixtures below come from there too)  # noqa: F401
 
-from drifting_policy.json_log import read_json_log
+from drifting.json_log import read_json_log
 from drifting_policy.workspace import TrainWorkspace
-from test_policy_training import make_cfg, train  # noqa: F401  (fixtures below come from there too)
-from test_policy_training import config_dir, zarr_path  # noqa: F401
 
 # Both runs drop the last partial batch: then each global batch is the same set of windows in both runs
 # (rank r takes every other window of the epoch's permutation).

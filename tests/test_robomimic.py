@@ -156,7 +156,7 @@ def test_expert_succeeds_on_a_few_seeds(task):
 
 
 def test_gym_env_restores_a_pending_state_and_rewards_success():
-    from envs.robomimic.runner import RobomimicGymEnv
+    from envs.robomimic.env import RobomimicGymEnv
 
     env = RobomimicGymEnv(make_env_meta("lift"))
     obs, _ = env.reset(seed=2)
@@ -173,15 +173,15 @@ def test_gym_env_restores_a_pending_state_and_rewards_success():
 
 def test_task_configs_build_the_dataset_from_generated_hdf5(tmp_path):
     import hydra
-    from omegaconf import OmegaConf
+
+    from drifting_policy.config import compose_train_config
 
     path = generate("lift", episodes=2, seed=0, out=tmp_path / "lift.hdf5")
-    cfg = OmegaConf.load("configs/task/lift_lowdim.yaml")
-    cfg.dataset_path = str(path)
-    cfg.dataset.pad_before, cfg.dataset.pad_after, cfg.dataset.val_ratio = 1, 7, 0.0
-    dataset = hydra.utils.instantiate(OmegaConf.merge({"task": cfg}).task.dataset)
+    cfg, _ = compose_train_config(["task=lift_lowdim", "method=drifting", "network=unet_lowdim",
+                                   f"task.dataset_path={path}", "task.dataset.val_ratio=0.0"])
+    dataset = hydra.utils.instantiate(cfg.task.dataset)
     batch = dataset[0]
-    assert batch["obs"].shape == (16, cfg.obs_dim) and batch["action"].shape == (16, cfg.action_dim)
+    assert batch["obs"].shape == (16, cfg.task.obs_dim) and batch["action"].shape == (16, cfg.task.action_dim)
 
 
 class ReplayPolicy:

@@ -7,13 +7,12 @@ import shutil
 
 import pytest
 import torch
+from test_policy_training import FAST, config_dir, train, zarr_path  # noqa: F401  (fixtures)
 
 from drifting.toy import main as toy_main
 from drifting_policy import cli, config
 from drifting_policy.config import CONFIG_DIR, check_train_config, compose_train_config
 from drifting_policy.errors import ConfigError
-from test_policy_training import FAST, train
-from test_policy_training import config_dir, zarr_path  # noqa: F401  (fixtures)
 
 
 @pytest.fixture
@@ -21,7 +20,7 @@ def tiny(config_dir, zarr_path, tmp_path, monkeypatch):  # noqa: F811
     """The CLI on the tiny task; returns the arguments of a valid run in a new folder."""
     monkeypatch.setattr(config, "CONFIG_DIR", config_dir)
     monkeypatch.chdir(tmp_path)
-    return ["train", "task=tiny", "policy=tiny_mlp", f"task.zarr_path={zarr_path}", f"run_dir={tmp_path / 'run'}",
+    return ["train", "task=tiny", "method=tiny_mlp", "network=none", f"task.zarr_path={zarr_path}", f"run_dir={tmp_path / 'run'}",
             *FAST]
 
 
@@ -89,8 +88,9 @@ def test_debug_and_hydra_full_error_show_the_traceback(tiny, monkeypatch):
 def test_train_help_lists_the_options(capsys):
     cli.main(["train", "--help"])
     out = capsys.readouterr().out
-    assert out.startswith("usage: drifting-policy train task=<task> policy=<policy>")
-    for expected in ("pusht_lowdim", "drifting_unet_lowdim", "pusht_cpu", "overwrite=", "training: seed=42",
+    assert out.startswith("usage: drifting-policy train task=<task> method=<method> network=<network>")
+    for expected in ("pusht_lowdim", "method=      diffusion, drifting", "transformer_lowdim, unet_image, unet_lowdim",
+                     "pusht_cpu", "overwrite=", "training: seed=42",
                      "rollout_every=50", "rollout_seed=0", "dataloader: batch_size=256", "logging: mode=offline"):
         assert expected in out
 
@@ -132,9 +132,8 @@ EXPERIMENTS = {"pusht_cpu": "pusht_lowdim", "blockpush_cpu": "blockpush_lowdim",
 @pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
 def test_every_experiment_and_policy_fits_the_schema(experiment, tmp_path):
     assert sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml")) == sorted(EXPERIMENTS)
-    root = tmp_path / "configs"
-    shutil.copytree(CONFIG_DIR, root, ignore=shutil.ignore_patterns("image"))
-    for policy in sorted(path.stem for path in (root / "policy").glob("*lowdim.yaml")):
-        cfg, _ = compose_train_config([f"task={EXPERIMENTS[experiment]}", f"policy={policy}",
-                                       f"experiment={experiment}"], config_dir=root)
-        check_train_config(cfg, source=f"experiment={experiment} policy={policy}")
+    for method in ("drifting", "diffusion"):
+        for network in ("unet_lowdim", "transformer_lowdim"):
+            cfg, _ = compose_train_config([f"task={EXPERIMENTS[experiment]}", f"method={method}", f"network={network}",
+                                           f"experiment={experiment}"])
+            check_train_config(cfg, source=f"experiment={experiment} method={method} network={network}")

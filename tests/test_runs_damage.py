@@ -12,15 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_policy_training import config_dir, train, write_log, zarr_path  # noqa: F401  # noqa: F401  (fixtures)
 
 from drifting.checkpoint import atomic_save
 from drifting.checkpoint import load as load_checkpoint
+from drifting.json_log import read_json_log
 from drifting_policy.checkpoint import TopKCheckpoints
 from drifting_policy.errors import RunFolderError
-from drifting_policy.json_log import read_json_log
 from drifting_policy.report import main as report_main
-from test_policy_training import train, write_log  # noqa: F401
-from test_policy_training import config_dir, zarr_path  # noqa: F401  (fixtures)
 
 # Three scored epochs of two batches each: 6 log lines, top-k checkpoints of epochs 0, 1 and 2.
 COMMON = ["training.num_epochs=3", "training.max_train_steps=2", "training.rollout_every=1", "logging.plots=false"]
@@ -110,19 +109,20 @@ def test_non_finite_weights_in_a_checkpoint_count_as_damage(config_dir, zarr_pat
 
 
 def test_temporary_files_of_killed_writers_are_removed(config_dir, zarr_path, run, capsys):  # noqa: F811
-    orphans = [run / "checkpoints" / f".latest.ckpt.tmp{dead_pid()}",
-               run / "checkpoints" / ".epoch=0002-test_mean_score=0.500.ckpt.tmp",
-               run / ".run_info.json.tmp", run / ".hydra" / "config.yaml.tmp"]
+    dead = dead_pid()  # the names drifting.files.atomic_path gives, of writers killed before their rename
+    orphans = [run / "checkpoints" / f".latest.tmp{dead}.ckpt",
+               run / "checkpoints" / f".epoch=0002-test_mean_score=0.500.tmp{dead}.ckpt",
+               run / f".run_info.tmp{dead}.json", run / ".hydra" / f".config.tmp{dead}.yaml"]
     for orphan in orphans:
         orphan.write_bytes(b"half")
-    (run / "pretrained" / ".last.tmp").mkdir()
+    (run / "pretrained" / f".last.tmp{dead}").mkdir()
     train(config_dir, zarr_path, run, *COMMON)
-    assert not any(orphan.exists() for orphan in orphans) and not (run / "pretrained" / ".last.tmp").exists()
+    assert not any(orphan.exists() for orphan in orphans) and not (run / "pretrained" / f".last.tmp{dead}").exists()
     assert "removed 5 temporary file(s) a killed run left" in capsys.readouterr().out
 
 
 def test_atomic_save_removes_its_dead_writers_temp_files(tmp_path):
-    orphan, live = tmp_path / f".state.pt.tmp{dead_pid()}", tmp_path / f".state.pt.tmp{os.getppid()}"
+    orphan, live = tmp_path / f".state.tmp{dead_pid()}.pt", tmp_path / f".state.tmp{os.getppid()}.pt"
     orphan.write_bytes(b"half")
     live.write_bytes(b"being written")
     atomic_save({"x": 1}, tmp_path / "state.pt")

@@ -17,12 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_policy_training import FAST, config_dir, train, zarr_path  # noqa: F401  (fixtures)
 
 from drifting.checkpoint import load as load_checkpoint
 from drifting_policy.checkpoint import TopKCheckpoints
 from drifting_policy.run_folder import LOCK_NAME
-from test_policy_training import FAST, train
-from test_policy_training import config_dir, zarr_path  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +32,7 @@ KILLS = 6
 
 
 def command(config_dir: Path, zarr_path: Path, run_dir: Path) -> tuple[list[str], dict]:  # noqa: F811
-    argv = [sys.executable, "-m", "drifting_policy.cli", "train", "task=tiny", "policy=drifting_tiny",
+    argv = [sys.executable, "-m", "drifting_policy.cli", "train", "task=tiny", "method=drifting_tiny", "network=unet_tiny",
             f"task.zarr_path={zarr_path}", f"run_dir={run_dir}", *FAST, *RUN]
     env = {**os.environ, "DRIFTING_POLICY_CONFIG_DIR": str(config_dir), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])}

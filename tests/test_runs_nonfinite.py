@@ -8,6 +8,10 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from test_env_runner import ScriptedRewardEnv
+from test_policy_api import OBS_DIM, TA, TO, make_policy
+from test_policy_data_robomimic import ENV_ARGS, make_demo
+from test_policy_training import config_dir, train, zarr_path  # noqa: F401  (fixtures)
 
 from drifting import drift_loss, feature_drift_loss
 from drifting.checkpoint import CheckpointError
@@ -20,11 +24,6 @@ from drifting_policy.normalizer import LinearNormalizer, SingleFieldLinearNormal
 from drifting_policy.policies import BasePolicy, DriftingPolicy, DriftingPolicyConfig
 from drifting_policy.workspace import NonFiniteLossError
 from envs.common.runner import Episode, VectorEnvRunner
-from test_env_runner import ScriptedRewardEnv
-from test_policy_api import OBS_DIM, TA, TO, make_policy
-from test_policy_data_robomimic import ENV_ARGS, make_demo
-from test_policy_training import train
-from test_policy_training import config_dir, zarr_path  # noqa: F401  (fixtures)
 
 
 # ---------------------------------------------------------------------------------------------- data

@@ -32,8 +32,8 @@ import torch
 from torch.utils.data import Dataset
 
 from drifting_policy.data.replay_buffer import ReplayBuffer
-from drifting_policy.errors import DataError
 from drifting_policy.data.sampler import SequenceSampler, downsample_mask, get_val_mask
+from drifting_policy.errors import DataError
 from drifting_policy.normalizer import (
     LinearNormalizer,
     SingleFieldLinearNormalizer,

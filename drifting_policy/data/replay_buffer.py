@@ -12,8 +12,6 @@ amortised O(episode). On disk the layout is a zarr *format 2* group (a directory
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 from pathlib import Path
 
 import numcodecs
@@ -21,6 +19,7 @@ import numpy as np
 import zarr
 from zarr.storage import ZipStore
 
+from drifting.files import atomic_path
 from drifting_policy.errors import DataError
 
 # Diffusion Policy writes its datasets with this compressor; keeping it means their tools
@@ -217,9 +216,7 @@ class ReplayBuffer:
         if self.n_episodes == 0:
             raise ValueError(f"refusing to save an empty replay buffer to {path}")
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")  # keeps the .zip suffix
-        try:
+        with atomic_path(path) as tmp:
             group, store = _open_group(tmp, mode="w")
             try:
                 data = group.require_group("data")
@@ -236,23 +233,4 @@ class ReplayBuffer:
             finally:
                 if store is not None:
                     store.close()
-            _replace(tmp, path)
-        finally:
-            if tmp.exists():
-                _remove(tmp)
         return path
-
-
-def _remove(path: Path) -> None:
-    shutil.rmtree(path) if path.is_dir() else path.unlink()
-
-
-def _replace(src: Path, dst: Path) -> None:
-    """Move ``src`` onto ``dst``; an existing directory at ``dst`` is swapped out first."""
-    if dst.is_dir():
-        old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old)
-    else:
-        os.replace(src, dst)

@@ -20,12 +20,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import uuid
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from drifting.files import atomic_path
 from drifting_policy.data.replay_buffer import ReplayBuffer
 from drifting_policy.data.rotation import axis_angle_action_to_rot6d
 from drifting_policy.errors import DataError
@@ -80,30 +80,23 @@ def write_robomimic_hdf5(path: str | os.PathLike, demos: list[dict], env_args: d
         if unknown:
             raise ValueError(f"mask {filter_key!r} names demos {unknown} that are not among {names[0]}..{names[-1]}")
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
-    try:
-        with h5py.File(tmp, "w") as f:
-            data = f.create_group("data")
-            for name, demo, length in zip(names, demos, lengths):
-                group = data.create_group(name)
-                for field in PER_STEP_ARRAYS:
-                    if field in demo:
-                        group.create_dataset(field, data=np.asarray(demo[field]))
-                for obs_group in OBS_GROUPS:
-                    for key, value in demo.get(obs_group, {}).items():
-                        group.create_dataset(f"{obs_group}/{key}", data=np.asarray(value), compression=compression)
-                group.attrs["num_samples"] = length
-                for attr, value in demo.get("attrs", {}).items():
-                    group.attrs[attr] = value
-            data.attrs["total"] = sum(lengths)
-            data.attrs["env_args"] = json.dumps(env_args, indent=4)
-            for filter_key, members in (masks or {}).items():
-                f.create_dataset(f"mask/{filter_key}", data=np.array(members, dtype="S"))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        data = f.create_group("data")
+        for name, demo, length in zip(names, demos, lengths):
+            group = data.create_group(name)
+            for field in PER_STEP_ARRAYS:
+                if field in demo:
+                    group.create_dataset(field, data=np.asarray(demo[field]))
+            for obs_group in OBS_GROUPS:
+                for key, value in demo.get(obs_group, {}).items():
+                    group.create_dataset(f"{obs_group}/{key}", data=np.asarray(value), compression=compression)
+            group.attrs["num_samples"] = length
+            for attr, value in demo.get("attrs", {}).items():
+                group.attrs[attr] = value
+        data.attrs["total"] = sum(lengths)
+        data.attrs["env_args"] = json.dumps(env_args, indent=4)
+        for filter_key, members in (masks or {}).items():
+            f.create_dataset(f"mask/{filter_key}", data=np.array(members, dtype="S"))
     return path
 
 

@@ -8,11 +8,11 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from drifting.files import atomic_write_text
 from drifting_policy.deploy.runtime import MODES
 from drifting_policy.errors import UserError
 
@@ -165,10 +165,7 @@ def control(options: dict) -> None:
     summary = {"server": options["server"], "mode": options["mode"], "rate_hz": loop.rate_hz,
                "horizon": loop.horizon, "delay_steps": options["delay_steps"],
                **summarize(results), "scores": {r.seed: r.score for r in results}}
-    output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = output_dir / ".control_log.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, output_dir / "control_log.json")
+    atomic_write_text(output_dir / "control_log.json", json.dumps(summary, indent=2) + "\n")
     print(f"score {summary['mean_score']:.3f} over {summary['episodes']} episodes ({spec.task}, "
           f"mode={options['mode']}, {summary['chunks']} chunks); rate {summary['achieved_rate_hz']:.2f} Hz "
           f"(asked {loop.rate_hz:g}); "

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from drifting.files import atomic_path
 from drifting_policy.deploy.spec import (
     PREFIX_KEY,
     PREFIX_MASK_KEY,
@@ -95,13 +96,11 @@ def export_policy(policy, spec: PolicySpec, out: str | os.PathLike, fmt: str = "
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"format must be one of {EXPORT_FORMATS}; got {fmt!r}")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}{out.suffix}")
     policy = policy.to("cpu").eval()
     graph = ChunkGraph(policy, spec).eval()
     # torch's exporter warns about its own internals (a missing torchvision, a deprecated pytree call): not ours.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), atomic_path(out) as tmp:
         warnings.simplefilter("ignore", FutureWarning)
         program = _export_program(graph, spec)
         if fmt == "pt2":
@@ -115,7 +114,6 @@ def export_policy(policy, spec: PolicySpec, out: str | os.PathLike, fmt: str = "
             model = onnx_program.model_proto
             onnx.helper.set_model_props(model, {SPEC_METADATA_KEY: spec.to_json()})
             onnx.save_model(model, tmp)
-    os.replace(tmp, out)
     return out
 
 

@@ -1,4 +1,4 @@
-"""Pieces shared by the action networks: the diffusion-step embedding and its input checks."""
+"""Pieces shared by the action networks: the diffusion-step embedding and their input checks."""
 
 import math
 
@@ -46,6 +46,12 @@ def timesteps_for_batch(timestep, use_timestep: bool, batch_size: int, device, o
     if tuple(t.shape) != (batch_size,):
         raise ValueError(f"{owner}: timestep must be a scalar or have shape ({batch_size},), got {tuple(t.shape)}")
     return t
+
+
+def check_shape(owner: str, name: str, value, expected: tuple) -> None:
+    """A ValueError naming the network and the input when ``value`` is missing or not of shape ``expected``."""
+    if value is None or tuple(value.shape) != expected:
+        raise ValueError(f"{owner}: {name} must be {expected}, got {None if value is None else tuple(value.shape)}")
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

@@ -5,15 +5,21 @@ encoder (an MLP, or Transformer layers) turns them into the memory. The decoder 
 action step, with causal self-attention and cross-attention that lets action step t see the step token
 and observations 0..t only.
 
+The condition is what both backbones take: ``cond`` (B, To, F), one token per observation step, and ``extra``
+(B, E), per-sample values a method adds (extra noise, a committed action prefix), appended to every observation
+token.
+
 As with the U-Net, `use_timestep=False` gives the one-step drifting network: no step token at all.
 """
+
+from __future__ import annotations
 
 from typing import Optional
 
 import torch
 import torch.nn as nn
 
-from drifting_policy.models.common import SinusoidalEmbedding, timesteps_for_batch
+from drifting_policy.models.common import SinusoidalEmbedding, check_shape, timesteps_for_batch
 
 
 class ActionTransformer(nn.Module):
@@ -25,6 +31,7 @@ class ActionTransformer(nn.Module):
         n_obs_steps: To, the number of observation tokens.
         cond_dim: per-step observation size; 0 means no observation condition (then `use_timestep`
             must be True and the memory is the step token alone).
+        extra_cond_dim: E, per-sample values appended to every observation token.
         n_layer, n_head, n_emb: decoder depth, heads and width.
         p_drop_emb: dropout on the token embeddings; p_drop_attn: dropout inside the Transformer layers.
         causal_attn: causal self-attention over actions and the observation memory mask described above.
@@ -40,6 +47,7 @@ class ActionTransformer(nn.Module):
         horizon: int,
         n_obs_steps: int,
         cond_dim: int,
+        extra_cond_dim: int = 0,
         n_layer: int = 8,
         n_head: int = 4,
         n_emb: int = 256,
@@ -52,16 +60,19 @@ class ActionTransformer(nn.Module):
         super().__init__()
         if cond_dim == 0 and not use_timestep:
             raise ValueError("ActionTransformer needs a condition: set cond_dim > 0 or use_timestep=True")
+        if extra_cond_dim and cond_dim == 0:
+            raise ValueError("ActionTransformer appends extra_cond_dim values to the observation tokens: needs cond_dim > 0")
         self.input_dim = input_dim
         self.horizon = horizon
         self.n_obs_steps = n_obs_steps if cond_dim > 0 else 0
         self.cond_dim = cond_dim
+        self.extra_cond_dim = extra_cond_dim
         self.use_timestep = use_timestep
         n_cond_tokens = int(use_timestep) + self.n_obs_steps
 
         # Condition tokens -> memory.
         self.step_emb = SinusoidalEmbedding(n_emb) if use_timestep else None
-        self.obs_emb = nn.Linear(cond_dim, n_emb) if cond_dim > 0 else None
+        self.obs_emb = nn.Linear(cond_dim + extra_cond_dim, n_emb) if cond_dim > 0 else None
         self.cond_pos_emb = nn.Parameter(torch.zeros(1, n_cond_tokens, n_emb))
         if n_cond_layers > 0:
             layer = nn.TransformerEncoderLayer(
@@ -122,8 +133,18 @@ class ActionTransformer(nn.Module):
             {"params": no_decay, "weight_decay": 0.0},
         ]
 
-    def forward(self, sample: torch.Tensor, timestep=None, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """sample (B, T, input_dim); timestep int / 0-d / (B,) iff use_timestep; cond (B, To, cond_dim)."""
+    @classmethod
+    def from_config(cls, config, cond_dim: int, extra_cond_dim: int, use_timestep: bool) -> ActionTransformer:
+        """The network a policy config describes (its action_dim, horizon, n_obs_steps and transformer fields)."""
+        c = config
+        return cls(c.action_dim, c.action_dim, c.horizon, c.n_obs_steps, cond_dim, extra_cond_dim, c.n_layer,
+                   c.n_head, c.n_emb, c.p_drop_emb, c.p_drop_attn, c.causal_attn, c.n_cond_layers,
+                   use_timestep=use_timestep)
+
+    def forward(self, sample: torch.Tensor, timestep=None, cond: Optional[torch.Tensor] = None,
+                extra: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """sample (B, T, input_dim); timestep int / 0-d / (B,) iff use_timestep; cond (B, To, cond_dim);
+        extra (B, extra_cond_dim)."""
         if sample.ndim != 3 or tuple(sample.shape[1:]) != (self.horizon, self.input_dim):
             raise ValueError(
                 f"ActionTransformer: sample must be (B, {self.horizon}, {self.input_dim}), got {tuple(sample.shape)}"
@@ -135,11 +156,12 @@ class ActionTransformer(nn.Module):
         if t is not None:
             tokens.append(self.step_emb(t)[:, None, :])
         if self.obs_emb is not None:
-            expected = (batch, self.n_obs_steps, self.cond_dim)
-            if cond is None or tuple(cond.shape) != expected:
-                raise ValueError(
-                    f"ActionTransformer: cond must be {expected}, got {None if cond is None else tuple(cond.shape)}"
-                )
+            check_shape("ActionTransformer", "cond", cond, (batch, self.n_obs_steps, self.cond_dim))
+            if self.extra_cond_dim:
+                check_shape("ActionTransformer", "extra", extra, (batch, self.extra_cond_dim))
+                cond = torch.cat([cond, extra[:, None, :].expand(-1, cond.shape[1], -1)], dim=-1)
+            elif extra is not None:
+                raise ValueError("ActionTransformer was built with extra_cond_dim=0 and takes no extra")
             tokens.append(self.obs_emb(cond))
         elif cond is not None:
             raise ValueError("ActionTransformer was built with cond_dim=0 and takes no cond")

@@ -4,18 +4,24 @@ Same architecture as Diffusion Policy's ConditionalUnet1D: residual blocks of Co
 each modulated per channel by a linear map of the condition vector; stride-2 convolutions halve the
 horizon between levels and transposed convolutions restore it.
 
+The condition is what both backbones take: ``cond`` (B, To, F), one feature vector per observation step, stacked
+here into one vector (DP's ``obs_as_global_cond``), and ``extra`` (B, E), per-sample values a method adds
+(extra noise, a committed action prefix), appended once.
+
 The network serves two methods:
   * DDPM (`use_timestep=True`): input a noisy action chunk and the step, output the predicted noise.
   * Drifting (`use_timestep=False`): input action-shaped Gaussian noise, output the action chunk in one
     evaluation. There is no step encoder at all; the condition is the observation alone.
 """
 
+from __future__ import annotations
+
 from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
 
-from drifting_policy.models.common import SinusoidalEmbedding, timesteps_for_batch
+from drifting_policy.models.common import SinusoidalEmbedding, check_shape, timesteps_for_batch
 
 
 class Conv1dBlock(nn.Sequential):
@@ -61,8 +67,10 @@ class ConditionalUnet1D(nn.Module):
 
     Args:
         input_dim: action dimension.
-        global_cond_dim: size of the flat observation condition (obs features x n_obs_steps), or None
-            for no observation condition (then `use_timestep` must be True).
+        cond_dim: F, the observation features per step (0: no observation condition; then `use_timestep` must
+            be True).
+        n_obs_steps: To, the observation steps in the condition.
+        extra_cond_dim: E, per-sample values appended to the stacked condition.
         down_dims: channels per level; the horizon is halved len(down_dims) - 1 times, so T must be
             divisible by 2 ** (len(down_dims) - 1).
         kernel_size, n_groups: of every Conv1dBlock.
@@ -74,7 +82,9 @@ class ConditionalUnet1D(nn.Module):
     def __init__(
         self,
         input_dim: int,
-        global_cond_dim: Optional[int],
+        cond_dim: int,
+        n_obs_steps: int = 1,
+        extra_cond_dim: int = 0,
         down_dims: Sequence[int] = (256, 512, 1024),
         kernel_size: int = 5,
         n_groups: int = 8,
@@ -86,11 +96,12 @@ class ConditionalUnet1D(nn.Module):
         if len(down_dims) < 1:
             raise ValueError("ConditionalUnet1D needs at least one entry in down_dims")
         self.input_dim = input_dim
-        self.global_cond_dim = global_cond_dim or 0
+        self.cond_shape = (n_obs_steps, cond_dim) if cond_dim else None
+        self.extra_cond_dim = extra_cond_dim
         self.use_timestep = use_timestep
         self.horizon_multiple = 2 ** (len(down_dims) - 1)
 
-        cond_dim = self.global_cond_dim
+        film_cond_dim = cond_dim * n_obs_steps + extra_cond_dim
         self.step_encoder = None
         if use_timestep:
             dsed = diffusion_step_embed_dim
@@ -100,12 +111,12 @@ class ConditionalUnet1D(nn.Module):
                 nn.Mish(),
                 nn.Linear(4 * dsed, dsed),
             )
-            cond_dim += dsed
-        if cond_dim == 0:
-            raise ValueError("ConditionalUnet1D needs a condition: set global_cond_dim > 0 or use_timestep=True")
+            film_cond_dim += dsed
+        if film_cond_dim == 0:
+            raise ValueError("ConditionalUnet1D needs a condition: set cond_dim > 0 or use_timestep=True")
 
         def block(c_in, c_out):
-            return FiLMResidualBlock(c_in, c_out, cond_dim, kernel_size, n_groups, cond_predict_scale)
+            return FiLMResidualBlock(c_in, c_out, film_cond_dim, kernel_size, n_groups, cond_predict_scale)
 
         channels = [input_dim, *down_dims]
         level_io = list(zip(channels[:-1], channels[1:]))
@@ -130,8 +141,20 @@ class ConditionalUnet1D(nn.Module):
             nn.Conv1d(down_dims[0], input_dim, 1),
         )
 
-    def forward(self, sample: torch.Tensor, timestep=None, global_cond: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """sample (B, T, input_dim); timestep int / 0-d / (B,) iff use_timestep; global_cond (B, global_cond_dim)."""
+    @classmethod
+    def from_config(cls, config, cond_dim: int, extra_cond_dim: int, use_timestep: bool) -> ConditionalUnet1D:
+        """The network a policy config describes (its action_dim, n_obs_steps and U-Net fields)."""
+        c = config
+        return cls(c.action_dim, cond_dim, c.n_obs_steps, extra_cond_dim, c.down_dims, c.kernel_size, c.n_groups,
+                   c.diffusion_step_embed_dim, c.cond_predict_scale, use_timestep=use_timestep)
+
+    def get_optim_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW parameter groups: one, every parameter decayed (as DP's U-Net policies)."""
+        return [{"params": list(self.parameters()), "weight_decay": weight_decay}]
+
+    def forward(self, sample: torch.Tensor, timestep=None, cond: Optional[torch.Tensor] = None,
+                extra: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """sample (B, T, input_dim); timestep int / 0-d / (B,) iff use_timestep; cond (B, To, F); extra (B, E)."""
         if sample.ndim != 3 or sample.shape[-1] != self.input_dim:
             raise ValueError(f"ConditionalUnet1D: sample must be (B, T, {self.input_dim}), got {tuple(sample.shape)}")
         batch, horizon = sample.shape[:2]
@@ -145,13 +168,16 @@ class ConditionalUnet1D(nn.Module):
         t = timesteps_for_batch(timestep, self.use_timestep, batch, sample.device, "ConditionalUnet1D")
         if t is not None:
             cond_parts.append(self.step_encoder(t))
-        if self.global_cond_dim:
-            if global_cond is None or tuple(global_cond.shape) != (batch, self.global_cond_dim):
-                got = None if global_cond is None else tuple(global_cond.shape)
-                raise ValueError(f"ConditionalUnet1D: global_cond must be ({batch}, {self.global_cond_dim}), got {got}")
-            cond_parts.append(global_cond)
-        elif global_cond is not None:
-            raise ValueError("ConditionalUnet1D was built with global_cond_dim=None and takes no global_cond")
+        if self.cond_shape is not None:
+            check_shape("ConditionalUnet1D", "cond", cond, (batch, *self.cond_shape))
+            cond_parts.append(cond.flatten(1))
+        elif cond is not None:
+            raise ValueError("ConditionalUnet1D was built with cond_dim=0 and takes no cond")
+        if self.extra_cond_dim:
+            check_shape("ConditionalUnet1D", "extra", extra, (batch, self.extra_cond_dim))
+            cond_parts.append(extra)
+        elif extra is not None:
+            raise ValueError("ConditionalUnet1D was built with extra_cond_dim=0 and takes no extra")
         cond = torch.cat(cond_parts, dim=-1)
 
         x = sample.transpose(1, 2)  # (B, C, T) for Conv1d

@@ -6,8 +6,10 @@ A policy is Diffusion Policy's contract (``predict_action``, ``compute_loss``, `
 action chunk is produced from the condition (``sample_chunk``) and what the training loss is
 (``chunk_loss``); both see the same condition built here.
 
-Condition layout: the U-Net takes the To observation features stacked into one vector (B, To * F)
-(DP's ``obs_as_global_cond``); the transformer takes one token per observation step (B, To, F).
+Condition: every backbone (``drifting_policy.models.BACKBONES``) takes the observation features as (B, To, F)
+and a method's per-sample extras (``extra_cond_dim`` values: extra noise, a committed prefix) as (B, E); how it
+folds them in is the backbone's business (the U-Net stacks them into one vector, DP's ``obs_as_global_cond``; the
+transformer makes one token per observation step).
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from drifting.checkpoint import CheckpointError, check_finite_weights
-from drifting_policy.models import ActionTransformer, ConditionalUnet1D, MultiImageObsEncoder
+from drifting.files import atomic_path, atomic_write_text
+from drifting_policy.models import BACKBONES, MultiImageObsEncoder
 from drifting_policy.normalizer import LinearNormalizer
 from drifting_policy.policies.config import PolicyConfig
 from drifting_policy.step_queues import ActionQueues, stack_steps
@@ -70,29 +73,14 @@ class BasePolicy(nn.Module):
                 config.shape_meta, config.crop_shape, config.image_feature_dim, config.num_kp, config.share_rgb_model
             )
             obs_feature_dim = self.obs_encoder.out_dim
-        self.model = self._build_model(obs_feature_dim)
-        self.last_metrics: dict[str, float] = {}
+        self.model = BACKBONES[config.backbone].from_config(config, obs_feature_dim, self.extra_cond_dim,
+                                                            use_timestep=self.uses_timestep)
         self.reset()
 
     @property
     def extra_cond_dim(self) -> int:
-        """Values a method appends to the condition (e.g. extra noise): once to the U-Net's stacked vector,
-        to every observation token of the transformer."""
+        """Per-sample values a method adds to the condition (the network's ``extra`` input)."""
         return 0
-
-    def _build_model(self, obs_feature_dim: int) -> nn.Module:
-        c, extra = self.config, self.extra_cond_dim
-        if c.backbone == "unet":
-            # The extra values are appended once to the stacked vector, not once per step.
-            global_cond_dim = obs_feature_dim * c.n_obs_steps + extra
-            return ConditionalUnet1D(
-                c.action_dim, global_cond_dim, c.down_dims, c.kernel_size, c.n_groups,
-                c.diffusion_step_embed_dim, c.cond_predict_scale, use_timestep=self.uses_timestep,
-            )
-        return ActionTransformer(
-            c.action_dim, c.action_dim, c.horizon, c.n_obs_steps, obs_feature_dim + extra, c.n_layer, c.n_head,
-            c.n_emb, c.p_drop_emb, c.p_drop_attn, c.causal_attn, c.n_cond_layers, use_timestep=self.uses_timestep,
-        )
 
     @property
     def device(self) -> torch.device:
@@ -110,24 +98,14 @@ class BasePolicy(nn.Module):
         take them explicitly."""
         return {}
 
-    def chunk_loss(self, cond: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """Scalar training loss and metrics for normalised demonstrated chunks ``action`` (B, T, Da)."""
+    def chunk_loss(self, cond: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Scalar training loss and metrics (detached scalar tensors) for normalised demonstrated chunks ``action``
+        (B, T, Da) and their condition (B, To, F)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ condition
-    def run_model(self, sample: torch.Tensor, timestep, cond: torch.Tensor) -> torch.Tensor:
-        if self.config.backbone == "unet":
-            return self.model(sample, timestep, global_cond=cond)
-        return self.model(sample, timestep, cond=cond)
-
-    def append_to_cond(self, cond: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
-        """Append per-sample values ``extra`` (B, E) to a condition (B, To * F) or (B, To, F)."""
-        if cond.ndim == 2:
-            return torch.cat([cond, extra], dim=-1)
-        return torch.cat([cond, extra[:, None, :].expand(-1, cond.shape[1], -1)], dim=-1)
-
     def encode_obs(self, obs_dict: Mapping) -> torch.Tensor:
-        """Raw observations (B, >= To, ...) -> the network's condition, from the first To steps."""
+        """Raw observations (B, >= To, ...) -> the network's condition (B, To, F), from the first To steps."""
         c, To = self.config, self.config.n_obs_steps
         if self.obs_encoder is None:
             obs = self._checked_obs(obs_dict, "obs", (c.obs_dim,))
@@ -139,7 +117,7 @@ class BasePolicy(nn.Module):
                 steps[key] = self.normalizer[key].normalize(value).flatten(0, 1)
             batch = next(iter(steps.values())).shape[0] // To
             features = self.obs_encoder(steps).reshape(batch, To, -1)
-        return features.flatten(1) if c.backbone == "unet" else features
+        return features
 
     def _checked_noise(self, noise: Mapping | None, batch_size: int) -> dict[str, torch.Tensor] | None:
         if noise is None:
@@ -247,11 +225,12 @@ class BasePolicy(nn.Module):
 
     def compute_loss(self, batch: Mapping) -> torch.Tensor:
         """Scalar loss of a training batch {'obs': (B, T, Do) or {key: (B, T, ...)}, 'action': (B, T, Da)}
-        (observations beyond the first To steps are ignored); metrics go to ``last_metrics``."""
+        (observations beyond the first To steps are ignored): Diffusion Policy's name for ``forward(batch)[0]``."""
         return self.forward(batch)[0]
 
-    def forward(self, batch: Mapping) -> tuple[torch.Tensor, dict[str, float]]:
-        """LeRobot's training entry point: (scalar loss, metrics)."""
+    def forward(self, batch: Mapping) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """LeRobot's training entry point: (scalar loss, metrics). The metrics are detached scalar tensors, turned
+        into numbers only when they are logged (each conversion is a device sync on a GPU)."""
         c = self.config
         if "action" not in batch:
             raise KeyError(f"{type(self).__name__}: training batch needs 'action' (B, {c.horizon}, {c.action_dim})")
@@ -265,9 +244,7 @@ class BasePolicy(nn.Module):
             if not isinstance(obs, Mapping):
                 raise KeyError(f"{type(self).__name__}: training batch needs 'obs' as a dict of "
                                f"{sorted(c.shape_meta['obs'])}; got {type(obs).__name__}")
-        loss, metrics = self.chunk_loss(self.encode_obs(obs), self.normalizer["action"].normalize(action))
-        self.last_metrics = metrics
-        return loss, metrics
+        return self.chunk_loss(self.encode_obs(obs), self.normalizer["action"].normalize(action))
 
     def _obs_keys(self) -> list[str]:
         return ["obs"] if self.config.shape_meta is None else list(self.config.shape_meta["obs"])
@@ -322,16 +299,10 @@ class BasePolicy(nn.Module):
         temporary name and renamed into place; the config is renamed last, so a directory with a config
         always has complete weights next to it."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        tmp_weights, tmp_config = directory / f".{WEIGHTS_NAME}.tmp", directory / f".{CONFIG_NAME}.tmp"
-        save_file(state, str(tmp_weights), metadata={"format": "pt", "type": self.config.type})
-        with open(tmp_config, "w") as f:
-            json.dump(self.config.to_dict(), f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_weights, directory / WEIGHTS_NAME)
-        os.replace(tmp_config, directory / CONFIG_NAME)
+        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt", "type": self.config.type})
+        atomic_write_text(directory / CONFIG_NAME, json.dumps(self.config.to_dict(), indent=2))
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> BasePolicy:
@@ -356,10 +327,7 @@ class BasePolicy(nn.Module):
     def get_optim_groups(self, weight_decay: float, obs_encoder_weight_decay: float | None = None) -> list[dict]:
         """AdamW parameter groups as DP builds them: the transformer decays only its weight matrices; the
         observation encoder gets its own weight decay (default: the same)."""
-        if isinstance(self.model, ActionTransformer):
-            groups = self.model.get_optim_groups(weight_decay)
-        else:
-            groups = [{"params": list(self.model.parameters()), "weight_decay": weight_decay}]
+        groups = self.model.get_optim_groups(weight_decay)
         if self.obs_encoder is not None:
             decay = weight_decay if obs_encoder_weight_decay is None else obs_encoder_weight_decay
             groups.append({"params": list(self.obs_encoder.parameters()), "weight_decay": decay})

@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
-BACKBONES = ("unet", "transformer")
+from drifting_policy.models import BACKBONES
+
 DRIFT_FEATURES = ("chunk", "step")
 DDPM_SAMPLERS = ("ddpm", "ddim")
 
@@ -52,7 +53,7 @@ class PolicyConfig:
     action_dim: int | None = None
     shape_meta: dict | None = None
 
-    backbone: str = "unet"  # 'unet' (global condition = To stacked obs features) or 'transformer'
+    backbone: str = "unet"  # a key of drifting_policy.models.BACKBONES: 'unet' or 'transformer'
     # ConditionalUnet1D
     down_dims: tuple = (256, 512, 1024)
     kernel_size: int = 5
@@ -91,7 +92,7 @@ class PolicyConfig:
             raise ValueError(f"{name}: action_dim must be a positive int (or given by shape_meta); "
                              f"got {self.action_dim}")
         if self.backbone not in BACKBONES:
-            raise ValueError(f"{name}: backbone must be one of {BACKBONES}; got {self.backbone!r}")
+            raise ValueError(f"{name}: backbone must be one of {tuple(BACKBONES)}; got {self.backbone!r}")
         if not 1 <= self.n_obs_steps <= self.horizon:
             raise ValueError(f"{name}: need 1 <= n_obs_steps ({self.n_obs_steps}) <= horizon ({self.horizon})")
         if not 1 <= self.n_action_steps <= self.horizon - self.n_obs_steps + 1:

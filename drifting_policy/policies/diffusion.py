@@ -47,7 +47,7 @@ class DiffusionPolicy(BasePolicy):
         chunk = torch.randn((cond.shape[0], c.horizon, c.action_dim), generator=generator, device=cond.device,
                             dtype=cond.dtype)
         for t in scheduler.timesteps:
-            model_output = self.run_model(chunk, t, cond)
+            model_output = self.model(chunk, t, cond)
             chunk = scheduler.step(model_output, t, chunk, generator=generator).prev_sample
         return chunk
 
@@ -56,7 +56,7 @@ class DiffusionPolicy(BasePolicy):
         noise = torch.randn_like(action)
         timesteps = torch.randint(0, c.num_train_timesteps, (action.shape[0],), device=action.device)
         noisy = self.noise_scheduler.add_noise(action, noise, timesteps)
-        prediction = self.run_model(noisy, timesteps, cond)
+        prediction = self.model(noisy, timesteps, cond)
         target = noise if c.prediction_type == "epsilon" else action
         loss = F.mse_loss(prediction, target)
-        return loss, {"loss": float(loss.detach())}
+        return loss, {"loss": loss.detach()}

@@ -45,16 +45,16 @@ class DriftingPolicy(BasePolicy):
         if noise is None:
             noise = {name: torch.randn(shape, generator=generator, device=cond.device, dtype=cond.dtype)
                      for name, shape in self.noise_shapes(cond.shape[0]).items()}
-        D = self.config.max_prefix_delay
+        extra, D = [], self.config.max_prefix_delay
         if D:
             actions, mask = prefix if prefix is not None else (cond.new_zeros(cond.shape[0], D, self.config.action_dim),
                                                                cond.new_zeros(cond.shape[0], D))
-            cond = self.append_to_cond(cond, torch.cat([(actions * mask[..., None]).flatten(1), mask], dim=1))
+            extra += [(actions * mask[..., None]).flatten(1), mask]
         if "extra_noise" in noise:
-            cond = self.append_to_cond(cond, noise["extra_noise"])
-        return self.run_model(noise["noise"], None, cond)
+            extra.append(noise["extra_noise"])
+        return self.model(noise["noise"], None, cond, torch.cat(extra, dim=1) if extra else None)
 
-    def drift_loss(self, gen_features: dict, pos_features: dict) -> tuple[torch.Tensor, dict]:
+    def observation_losses(self, gen_features: dict, pos_features: dict) -> tuple[torch.Tensor, dict]:
         """Per-observation loss [B] and info. The core computes one feature scale and one drift normalisation
         per call; with ``drift_per_observation`` each observation is its own call (vectorised with vmap)."""
         c = self.config
@@ -87,10 +87,10 @@ class DriftingPolicy(BasePolicy):
             gen_features["chunk"], pos_features["chunk"] = gen.flatten(2), pos.flatten(2)
         if "step" in c.features:  # each horizon step is a location of one feature (shared scale)
             gen_features["step"], pos_features["step"] = gen, pos
-        loss, info = self.drift_loss(gen_features, pos_features)
+        loss, info = self.observation_losses(gen_features, pos_features)
         loss = loss.mean()
-        metrics = {name: float(value) for name, value in info.items()}
-        metrics["loss"] = float(loss.detach())
+        metrics = {name: value.detach() for name, value in info.items()}
+        metrics["loss"] = loss.detach()
         # How far generated chunks are from the demonstration (normalised units, RMS over the chunk).
-        metrics["gen_to_demo_rms"] = float((gen.detach() - pos).square().mean(dim=(2, 3)).sqrt().mean())
+        metrics["gen_to_demo_rms"] = (gen.detach() - pos).square().mean(dim=(2, 3)).sqrt().mean()
         return loss, metrics

@@ -6,7 +6,8 @@ A robomimic hdf5 file stores, in ``data.attrs["env_args"]``, the JSON of
 robosuite alone (robomimic's package imports mujoco_py and torchvision, so it is not used):
 it applies the same creation-time overrides, returns observations under robomimic's keys
 (``object``, ``robot0_*``, ``<camera>_image`` flipped upright) and exposes the flattened
-MuJoCo state robomimic stores as ``states``.
+MuJoCo state robomimic stores as ``states``. ``RobomimicGymEnv`` wraps it as the gymnasium env the
+evaluation runner steps.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from dataclasses import dataclass
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import robosuite  # noqa: E402
+
+from drifting_policy.data.rotation import rot6d_action_to_axis_angle  # noqa: E402
 
 ROBOSUITE_ENV_TYPE = 1  # robomimic's EnvType.ROBOSUITE_TYPE
 MODEL_SEED = 0  # seeds robosuite's model randomisation at construction (see RobomimicEnv)
@@ -225,3 +229,81 @@ class RobomimicEnv:
 def low_dim_vector(obs: dict) -> np.ndarray:
     """DP's concatenated low-dim observation (19-D Lift, 23-D Can, 53-D ToolHang)."""
     return np.concatenate([np.asarray(obs[k], dtype=np.float32).reshape(-1) for k in LOW_DIM_KEYS])
+
+
+OBS_TYPES = ("low_dim", "image")
+
+
+def horizon_of(env_meta: dict) -> int:
+    for spec in TASKS.values():
+        if spec.env_name == env_meta["env_name"]:
+            return spec.horizon
+    raise ValueError(f"no horizon known for env {env_meta['env_name']!r}; known: {[s.env_name for s in TASKS.values()]}")
+
+
+class RobomimicGymEnv(gym.Env):
+    """A ``RobomimicEnv`` as a gymnasium env for the vector runner.
+
+    ``obs_type="low_dim"``: the concatenated 19/23/53-D vector of ``LOW_DIM_KEYS``.
+    ``obs_type="image"``: a dict of the cameras' CHW float images in [0, 1] plus the robot's
+    low-dim keys (DP's robomimic image ``shape_meta``). With ``abs_action`` the policy's
+    10-D actions (position, 6-D rotation, gripper) are turned back into the controller's
+    axis-angle targets. A pending ``reset_state`` (flattened MuJoCo state, set per worker with
+    ``set_attr``) is used by the next reset instead of the seeded placement.
+    """
+
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(self, env_meta: dict, obs_type: str = "low_dim", abs_action: bool = False,
+                 render_camera: str | None = None, render_size: int = 256):
+        if obs_type not in OBS_TYPES:
+            raise ValueError(f"RobomimicGymEnv: obs_type must be one of {OBS_TYPES}, got {obs_type!r}")
+        self.obs_type = obs_type
+        self.abs_action = abs_action
+        self.render_camera = render_camera
+        self.render_size = render_size
+        self.env = RobomimicEnv(env_meta, use_images=obs_type == "image", render_offscreen=render_camera is not None)
+        self.horizon = horizon_of(env_meta)
+        self.reset_state: np.ndarray | None = None
+        self._steps = 0
+        action_dim = 10 if abs_action else self.env.action_dim
+        self.action_space = gym.spaces.Box(-np.inf, np.inf, shape=(action_dim,), dtype=np.float32)
+        obs = self._obs(self.env.get_observation())
+        if obs_type == "low_dim":
+            self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=obs.shape, dtype=np.float32)
+        else:
+            self.observation_space = gym.spaces.Dict(
+                {k: gym.spaces.Box(-np.inf, np.inf, shape=v.shape, dtype=np.float32) for k, v in obs.items()}
+            )
+
+    def _obs(self, raw: dict):
+        if self.obs_type == "low_dim":
+            return low_dim_vector(raw)
+        obs = {key: image_to_chw_float(raw[key]) for key in self.env.camera_keys}
+        obs.update({key: np.asarray(raw[key], dtype=np.float32) for key in LOW_DIM_KEYS[1:]})
+        return obs
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        raw = self.env.reset(seed=seed)
+        state, self.reset_state = self.reset_state, None
+        if state is not None:
+            raw = self.env.reset_to(state)
+        self._steps = 0
+        return self._obs(raw), {}
+
+    def step(self, action):
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != self.action_space.shape:
+            raise ValueError(f"RobomimicGymEnv.step: expected an action of shape {self.action_space.shape}, got {action.shape}")
+        if self.abs_action:
+            action = rot6d_action_to_axis_angle(action[None])[0]
+        raw, _, _, info = self.env.step(action)
+        self._steps += 1
+        success = bool(info["is_success"])
+        return self._obs(raw), float(success), success, self._steps >= self.horizon, {"is_success": success}
+
+    def render(self):
+        if self.render_camera is None:
+            raise RuntimeError("RobomimicGymEnv was built without render_camera; no frames to render")
+        return self.env.render(self.render_camera, self.render_size)

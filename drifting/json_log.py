@@ -1,8 +1,11 @@
-"""``logs.json.txt``: one JSON object per line, as Diffusion Policy writes it (its metric scripts read it).
+"""``logs.json.txt``: one JSON object per line, as Diffusion Policy writes it (its metric scripts read it); both
+branches log this way.
 
-A line per training step holds ``train_loss``, ``global_step``, ``epoch`` and ``lr``; the last step of an epoch
-instead carries the epoch's mean ``train_loss`` and, when they ran, ``val_loss`` and the env runner's metrics
-(``test/mean_score``, ...).
+Every line holds ``global_step`` (the 0-based index of the training step it follows) and whatever the trainer
+logged at that step: the policy branch writes ``train_loss``, ``epoch``, ``lr`` and ``policy/<metric>`` every step,
+and on the last step of an epoch the epoch's mean ``train_loss``, ``val_loss`` and the env runner's metrics
+(``test/mean_score``, ...); the image trainers write their loss, gradient norm, learning rate and the drifting
+loss's info every ``log_every`` steps.
 
 A line that is not a JSON object (a torn last line of a killed run, a damaged byte) is skipped by the readers and
 named by ``parse_json_log``; it never makes a reader or a resumed run drop the lines after it.
@@ -11,9 +14,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+import torch
+
+from drifting.files import atomic_write_bytes
 
 
 def _plain(value):
@@ -27,6 +34,24 @@ def _plain(value):
     except (TypeError, ValueError):
         return str(value)
     return value if math.isfinite(value) else None
+
+
+def to_numbers(record: dict) -> dict:
+    """``record`` with its tensors turned into Python numbers, all in one transfer (one device sync on a GPU,
+    rather than one per metric)."""
+    tensors = {key: value for key, value in record.items() if torch.is_tensor(value)}
+    if not tensors:
+        return record
+    device = next(iter(tensors.values())).device
+    values = torch.stack([value.detach().float().reshape(()).to(device) for value in tensors.values()]).tolist()
+    return {**record, **dict(zip(tensors, values))}
+
+
+def numeric_items(record: dict) -> dict:
+    """What goes to the logs: numbers and scalar tensors only (env runners also return video paths)."""
+    return {key: value for key, value in record.items()
+            if (isinstance(value, (int, float, np.number)) and not isinstance(value, bool))
+            or (torch.is_tensor(value) and value.numel() == 1)}
 
 
 @dataclass
@@ -82,13 +107,12 @@ class JsonLogger:
         end = kept_steps[-1] + 1 if kept_steps else 0
         kept = [line for line in lines[:end] if line.record is None or line.step is None or line.step < resume_step]
         self.kept_bad_lines = [line for line in kept if line.record is None]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
         # A complete record may still lack its newline (a run killed between the two): the next one must not join it.
-        tmp.write_bytes(b"".join(line.raw if line.raw.endswith(b"\n") else line.raw + b"\n" for line in kept))
-        os.replace(tmp, self.path)
+        atomic_write_bytes(self.path, b"".join(line.raw if line.raw.endswith(b"\n") else line.raw + b"\n"
+                                               for line in kept))
 
     def log(self, record: dict) -> None:
-        self.file.write(json.dumps({key: _plain(value) for key, value in record.items()}) + "\n")
+        self.file.write(json.dumps({key: _plain(value) for key, value in to_numbers(record).items()}) + "\n")
         self.file.flush()
 
     def close(self) -> None:
