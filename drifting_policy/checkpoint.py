@@ -12,11 +12,10 @@ run. Temporary files a killed run leaves behind are removed when it resumes.
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 from drifting.checkpoint import atomic_save
-from drifting.files import TEMP_NAME, atomic_path
+from drifting.files import TEMP_NAME, atomic_path, remove_path
 
 TOPK_PATTERN = re.compile(r"epoch=(\d+)-test_mean_score=(-?\d+\.\d+)\.ckpt")
 RUN_SUBFOLDERS = ("", "checkpoints", "pretrained", ".hydra")
@@ -41,7 +40,7 @@ def remove_temp_files(run_dir: str | Path) -> list[Path]:
             continue
         for path in folder.iterdir():
             if TEMP_NAME.fullmatch(path.name):
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
+                remove_path(path)
                 removed.append(path)
     return removed
 
