@@ -111,6 +111,10 @@ def train(overrides: list[str]) -> None:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"{item!r}: expected key=value (see `drifting-policy train --help`)")
     keys = {item.split("=", 1)[0].lstrip("+~") for item in overrides}
+    if "policy" in keys:
+        old = next(item for item in overrides if item.lstrip("+~").startswith("policy="))
+        raise ConfigError(f"{old}: a policy is chosen as a method and a network now, e.g. method=drifting "
+                          "network=unet_lowdim (configs/method, configs/network)")
     run_dir = next((item.split("=", 1)[1] for item in overrides if item.startswith("run_dir=")), None)
     saved = Path(run_dir) / ".hydra" / "config.yaml" if run_dir else None
     if saved is not None and saved.exists() and not keys & COMPOSE_KEYS:

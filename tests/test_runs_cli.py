@@ -85,6 +85,12 @@ def test_debug_and_hydra_full_error_show_the_traceback(tiny, monkeypatch):
         cli.main([*tiny, "training.rollout_every=0"])
 
 
+def test_the_old_policy_group_is_named_with_its_replacement(tiny, capsys):
+    line = reported_error(capsys, ["train", "task=tiny", "policy=drifting_unet_lowdim"])
+    assert line.endswith("policy=drifting_unet_lowdim: a policy is chosen as a method and a network now, e.g. "
+                         "method=drifting network=unet_lowdim (configs/method, configs/network)")
+
+
 def test_train_help_lists_the_options(capsys):
     cli.main(["train", "--help"])
     out = capsys.readouterr().out
