@@ -66,8 +66,8 @@ def train_help() -> str:
              f"  task=        {choices('task')}", f"  method=      {choices('method')}",
              f"  network=     {choices('network')}",
              f"  experiment=  {choices('experiment')} (optional: a CPU budget on top)",
-             "  run_dir=     the run folder (default outputs/<date>/<time>_<method>_<network>_<task>); a folder holding "
-             "this run "
+             "  run_dir=     the run folder (default outputs/<date>/<time>_<method>_<network>_<task>); a folder "
+             "holding this run "
              "resumes it,", "               `train run_dir=<folder>` alone resumes it with its saved config",
              "  overwrite=   true deletes the run in run_dir and starts afresh (default false)", "",
              "options of configs/train.yaml (section.key=value; defaults shown):"]
@@ -75,8 +75,8 @@ def train_help() -> str:
         values = OmegaConf.to_container(defaults[section], resolve=False)
         items = " ".join(f"{key}={override_text(value)}" for key, value in values.items())
         lines += textwrap.wrap(items, width=116, initial_indent=f"  {section}: ", subsequent_indent="      ")
-    lines += ["", "task.* keys come from the task file (configs/task); policy.config.* keys are the fields of the method's",
-              "config dataclass (drifting_policy/policies/config.py) with the network file's settings on top;",
+    lines += ["", "task.* keys come from the task file (configs/task); policy.config.* keys are the fields of the",
+              "method's config dataclass (drifting_policy/policies/config.py) with the network file's settings on top;",
               "a new key is added with +key=value. --debug shows the traceback of an error."]
     return "\n".join(lines)
 
@@ -131,7 +131,8 @@ def train(overrides: list[str]) -> None:
         if int(os.environ.get("WORLD_SIZE", 1)) > 1:
             raise ConfigError("with several processes, name the run directory: run_dir=<dir> (every rank must agree)")
         stamp = time.strftime("%Y.%m.%d/%H.%M.%S")
-        claimed = cfg.run_dir = claim_new_dir(f"outputs/{stamp}_{policy_name(choices)}_{choices.get('task', cfg.task.name)}")
+        task = choices.get("task", cfg.task.name)
+        claimed = cfg.run_dir = claim_new_dir(f"outputs/{stamp}_{policy_name(choices)}_{task}")
     run_info = {"task": choices["task"], "policy": policy_name(choices)} if "task" in choices else {}
     try:
         TrainWorkspace(cfg, cfg.run_dir, run_info=run_info).run()

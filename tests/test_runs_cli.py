@@ -3,8 +3,6 @@ of train.yaml's sections, hydra's own errors rewritten, `train --help`, `--debug
 --steps 0`."""
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 from test_policy_training import FAST, config_dir, train, zarr_path  # noqa: F401  (fixtures)
@@ -20,8 +18,8 @@ def tiny(config_dir, zarr_path, tmp_path, monkeypatch):  # noqa: F811
     """The CLI on the tiny task; returns the arguments of a valid run in a new folder."""
     monkeypatch.setattr(config, "CONFIG_DIR", config_dir)
     monkeypatch.chdir(tmp_path)
-    return ["train", "task=tiny", "method=tiny_mlp", "network=none", f"task.zarr_path={zarr_path}", f"run_dir={tmp_path / 'run'}",
-            *FAST]
+    return ["train", "task=tiny", "method=tiny_mlp", "network=none", f"task.zarr_path={zarr_path}",
+            f"run_dir={tmp_path / 'run'}", *FAST]
 
 
 def reported_error(capsys, argv: list[str]) -> str:
