@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from policy_latency import machine_info  # this folder is on the path when run as a script
 from drifting_policy.deploy.client import PolicyClient
 from drifting_policy.deploy.export import export_policy, policy_spec
 from drifting_policy.deploy.load import TorchBackend, load_torch_policy
@@ -35,6 +34,7 @@ from drifting_policy.deploy.server import PolicyServer
 from drifting_policy.deploy.spec import example_inputs
 from drifting_policy.deploy.tasks import task_env
 from drifting_policy.policies import DiffusionPolicy, DiffusionPolicyConfig, DriftingPolicy, DriftingPolicyConfig
+from policy_latency import machine_info  # this folder is on the path when run as a script
 
 SHIPPED = Path(__file__).resolve().parents[1] / "pretrained" / "pusht_lowdim_drifting"
 

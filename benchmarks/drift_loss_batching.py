@@ -1,6 +1,7 @@
 """Drift loss on an image-branch-like workload: the batched core vs a per-group Python loop, side by side.
 
-    python benchmarks/drift_loss_batching.py [--groups 64 --gen 64 --pos 64 --unc 16 --keys 120 --repeats 3 --loop-repeats 1]
+    python benchmarks/drift_loss_batching.py [--groups 64 --gen 64 --pos 64 --unc 16 --keys 120 --repeats 3 \
+        --loop-repeats 1]
 
 Workload: `--keys` feature keys with dims cycling over 64..640, each [groups, n, S] for generated samples,
 positives and unconditional negatives (as `feature_drift_loss` receives them from the image branch).

@@ -31,7 +31,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from policy_latency import machine_info  # noqa: E402  (this folder is on the path when run as a script)
 from tqdm import tqdm  # noqa: E402
 
 from drifting_policy.deploy.export import export_policy, policy_spec  # noqa: E402
@@ -40,6 +39,7 @@ from drifting_policy.deploy.onnx_policy import OnnxPolicy  # noqa: E402
 from drifting_policy.deploy.runtime import MODES, ControlLoop, score_within, summarize  # noqa: E402
 from drifting_policy.deploy.server import LocalClient  # noqa: E402
 from drifting_policy.deploy.tasks import task_env  # noqa: E402
+from policy_latency import machine_info  # noqa: E402  (this folder is on the path when run as a script)
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
 DEFAULT_POLICIES = [f"plain={PRETRAINED / 'pusht_lowdim_drifting'}",

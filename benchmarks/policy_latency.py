@@ -1,10 +1,10 @@
 """Action-chunk inference latency: drifting (1 NFE) vs DDPM-100 vs DDIM-10 on the same network.
 
 The network is Diffusion Policy's low-dim PushT U-Net (down_dims 256/512/1024 unless ``--down-dims`` says
-otherwise, 20-D observations, To = 2, T = 16, Da = 2). Each case times ``predict_action`` (normalisation and slicing included) under
-``torch.inference_mode``, repeated until ``--repeats`` runs or ``--budget-s`` seconds (at least one run), and
-reports the median. Before the cases of a batch size each network is warmed up with one evaluation (the DDPM
-network through a 1-step DDIM call, so a slow DDPM-100 case is not run twice).
+otherwise, 20-D observations, To = 2, T = 16, Da = 2). Each case times ``predict_action`` (normalisation and
+slicing included) under ``torch.inference_mode``, repeated until ``--repeats`` runs or ``--budget-s`` seconds (at
+least one run), and reports the median. Before the cases of a batch size each network is warmed up with one
+evaluation (the DDPM network through a 1-step DDIM call, so a slow DDPM-100 case is not run twice).
 
     python benchmarks/policy_latency.py                      # CPU, and CUDA when available
     python benchmarks/policy_latency.py --devices cpu --batch-sizes 1

@@ -30,9 +30,9 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         decay = self.current_decay()
-        for ema_p, p in zip(self.model.parameters(), model.parameters()):
+        for ema_p, p in zip(self.model.parameters(), model.parameters(), strict=True):
             ema_p.lerp_(p.detach().to(ema_p.dtype), 1.0 - decay)
-        for ema_b, b in zip(self.model.buffers(), model.buffers()):
+        for ema_b, b in zip(self.model.buffers(), model.buffers(), strict=True):
             ema_b.copy_(b)
         self.step += 1
 

@@ -71,7 +71,8 @@ def _check_inputs(gen, pos, neg, weight_gen, weight_pos, weight_neg):
             raise ValueError(f"{name} must be [B={B}, n, S={S}] like gen [B, G, S]; got shape {tuple(t.shape)}")
     if pos.shape[1] < 1:
         raise ValueError("pos must hold at least one positive per group")
-    for name, w, t in (("weight_gen", weight_gen, gen), ("weight_pos", weight_pos, pos), ("weight_neg", weight_neg, neg)):
+    weighted = (("weight_gen", weight_gen, gen), ("weight_pos", weight_pos, pos), ("weight_neg", weight_neg, neg))
+    for name, w, t in weighted:
         if w is None:
             continue
         if t is None:
@@ -309,7 +310,8 @@ def feature_drift_loss(
     """
     if set(gen) != set(pos) or (neg is not None and set(neg) != set(gen)):
         raise ValueError(
-            f"feature keys differ: gen {sorted(gen)}, pos {sorted(pos)}" + ("" if neg is None else f", neg {sorted(neg)}")
+            f"feature keys differ: gen {sorted(gen)}, pos {sorted(pos)}"
+            + ("" if neg is None else f", neg {sorted(neg)}")
         )
     if not gen:
         raise ValueError("feature_drift_loss needs at least one feature")

@@ -44,7 +44,7 @@ def to_numbers(record: dict) -> dict:
         return record
     device = next(iter(tensors.values())).device
     values = torch.stack([value.detach().float().reshape(()).to(device) for value in tensors.values()]).tolist()
-    return {**record, **dict(zip(tensors, values))}
+    return {**record, **dict(zip(tensors, values, strict=True))}
 
 
 def numeric_items(record: dict) -> dict:
@@ -99,7 +99,7 @@ class JsonLogger:
         self.kept_bad_lines: list[LogLine] = []
         if self.path.exists() and resume_step is not None:
             self._truncate(resume_step)
-        self.file = open(self.path, "a")
+        self.file = open(self.path, "a")  # noqa: SIM115  (the logger holds it open until close())
 
     def _truncate(self, resume_step: int) -> None:
         lines = parse_json_log(self.path)

@@ -179,7 +179,7 @@ def plot_run(path: Path, title: str, target_samples: torch.Tensor, snapshots: di
 
     steps = sorted(snapshots)
     fig, axes = plt.subplots(1, len(steps) + 1, figsize=(3 * (len(steps) + 1), 3.2))
-    for ax, step in zip(axes, steps):
+    for ax, step in zip(axes, steps, strict=False):  # the last axis shows the loss
         ax.scatter(*target_samples.T, s=1, c="tab:blue", alpha=0.3, label="data p")
         ax.scatter(*snapshots[step].T, s=1, c="tab:orange", alpha=0.5, label="generated q")
         ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", title=f"step {step}", xticks=[], yticks=[])
@@ -206,7 +206,8 @@ def run_case(name: str, cfg: ToyConfig, out: Path, lim: float) -> dict:
     target_samples = TARGETS[cfg.target](2000, torch.Generator().manual_seed(99))
     path = out / f"{name}.png"
     plot_run(path, f"{name}: energy distance {metrics['energy_distance']:.4f}", target_samples, snapshots, losses, lim)
-    shares = "" if "mode_shares" not in metrics else "  mode shares " + " / ".join(f"{s:.2f}" for s in metrics["mode_shares"])
+    shares = ("" if "mode_shares" not in metrics
+              else "  mode shares " + " / ".join(f"{s:.2f}" for s in metrics["mode_shares"]))
     print(f"{name:28s} energy distance {metrics['energy_distance']:.4f}{shares}  "
           f"|V|^2 {losses[0]:.2e} -> {losses[-1]:.2e}  ({time.time() - t0:.0f} s)  {path}")
     return metrics
@@ -226,7 +227,8 @@ def fig3(out: Path, steps: int, affinity_floor: float = 0.0) -> dict:
 
 
 def fig4(out: Path, steps: int) -> dict:
-    return {t: run_case(f"fig4_{t}", ToyConfig(target=t, steps=steps), out, lim=1.3) for t in ("checkerboard", "swiss_roll")}
+    return {t: run_case(f"fig4_{t}", ToyConfig(target=t, steps=steps), out, lim=1.3)
+            for t in ("checkerboard", "swiss_roll")}
 
 
 # ----------------------------------------------------------------------------- ablation

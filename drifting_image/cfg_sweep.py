@@ -24,13 +24,7 @@ import torch
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from drifting_image.fid import (
-    frechet_distance,
-    inception_features,
-    load_inception,
-    reference_statistics,
-    statistics,
-)
+from drifting_image.fid import frechet_distance, inception_features, load_inception, reference_statistics, statistics
 from drifting_image.generator import DriftingDiT
 from drifting_image.sample import load_generator, sample_images
 from drifting_image.vae import load_vae

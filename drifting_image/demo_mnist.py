@@ -17,8 +17,8 @@ Stages; each one is skipped when its output exists, so a rerun after an interrup
 
 The FID here is computed on far fewer images than the usual 50k samples (the Inception network sees 299x299
 inputs and is the slow part on a CPU), so it is biased upwards: read it against the real-digit row, which has the
-same bias. The wall and CPU time of each stage, the FID per alpha and the generator's last logged loss are printed at the
-end. ``--mae-overrides`` / ``--overrides`` take key=value pairs for the two training configs.
+same bias. The wall and CPU time of each stage, the FID per alpha and the generator's last logged loss are printed at
+the end. ``--mae-overrides`` / ``--overrides`` take key=value pairs for the two training configs.
 """
 
 from __future__ import annotations
@@ -35,12 +35,7 @@ from drifting import checkpoint
 from drifting.json_log import read_json_log
 from drifting_image.cfg_sweep import fid_by_alpha, print_table, write_table
 from drifting_image.data import load_mnist_5k
-from drifting_image.fid import (
-    frechet_distance,
-    inception_features,
-    load_inception,
-    statistics,
-)
+from drifting_image.fid import frechet_distance, inception_features, load_inception, statistics
 from drifting_image.sample import load_generator, save_grid
 from drifting_image.train import TrainConfig, Trainer
 from drifting_image.train_mae import MAETrainConfig, MAETrainer

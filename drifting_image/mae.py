@@ -83,7 +83,7 @@ class ResNetEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> EncoderOutput:
         x = self.stem(x)
         maps, blocks = {"conv1": x}, {}
-        for index, (stage, norm) in enumerate(zip(self.stages, self.stage_norms), start=1):
+        for index, (stage, norm) in enumerate(zip(self.stages, self.stage_norms, strict=True), start=1):
             outputs = []
             for block in stage:
                 x = block(x)
@@ -124,7 +124,7 @@ class UNetDecoder(nn.Module):
 
     def forward(self, maps: dict[str, torch.Tensor]) -> torch.Tensor:
         x = self.bridge(maps["layer4"])
-        for up, skip in zip(self.ups, ("layer3", "layer2", "layer1", "conv1")):
+        for up, skip in zip(self.ups, ("layer3", "layer2", "layer1", "conv1"), strict=True):
             x = up(x, maps[skip])
         return self.head(x)
 

@@ -8,7 +8,8 @@ samples sorted by class, ten per row (with 10 classes: one class per row). ``--r
 authors' released generators (a folder with metadata.json and ema_params.msgpack, see
 ``drifting_image.official``) instead of one of our checkpoints.
 
-    python -m drifting_image.sample outputs/image/mnist/checkpoint.pt --num 1000 --alpha 1.5 --out outputs/image/mnist/samples
+    python -m drifting_image.sample outputs/image/mnist/checkpoint.pt --num 1000 --alpha 1.5 \
+        --out outputs/image/mnist/samples
     python -m drifting_image.sample outputs/image/latent_B2/checkpoint.pt --num 50000 --vae /models/sd-vae-ft-mse
     python -m drifting_image.sample --release /models/drifting/gen/latent_L_sota --vae /models/sd-vae-ft-mse \
         --classes 88,95 --alpha 1.0 --num 16 --out samples/latent_L_sota

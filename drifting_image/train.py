@@ -29,14 +29,7 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from drifting import (
-    EMA,
-    SampleQueue,
-    checkpoint,
-    feature_drift_loss,
-    sample_cfg_alpha,
-    unconditional_weight,
-)
+from drifting import EMA, SampleQueue, checkpoint, feature_drift_loss, sample_cfg_alpha, unconditional_weight
 from drifting_image.convnext import ConvNeXtFeatures
 from drifting_image.data import SampleStream, load_dataset
 from drifting_image.features import image_features

@@ -20,7 +20,7 @@ from drifting.runs import Distributed, RunLog
 
 def load_config(path: str | None, overrides: list[str], schema: type):
     """A config dataclass from its defaults, an optional YAML file and key=value overrides, in that order."""
-    parts = [OmegaConf.structured(schema)] + ([OmegaConf.load(path)] if path else []) + [OmegaConf.from_dotlist(overrides)]
+    parts = [OmegaConf.structured(schema), *([OmegaConf.load(path)] if path else []), OmegaConf.from_dotlist(overrides)]
     return OmegaConf.to_object(OmegaConf.merge(*parts))
 
 

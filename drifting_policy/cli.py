@@ -3,7 +3,8 @@
     drifting-policy train task=pusht_lowdim method=drifting network=unet_lowdim [experiment=pusht_cpu] [key=value ...]
     drifting-policy train run_dir=<existing run> [key=value ...]     # resume it, with its saved config
     torchrun --nproc_per_node=4 -m drifting_policy.cli train task=... method=... network=... run_dir=<dir>
-    drifting-policy eval checkpoint=<run dir | pretrained dir | .ckpt> [n_test=50] [seed=0] [device=cuda] [output_dir=...]
+    drifting-policy eval checkpoint=<run dir | pretrained dir | .ckpt> [n_test=50] [seed=0] [device=cuda]
+                         [output_dir=...]
     drifting-policy report <run dirs or folders of runs ...> [--last 10] [--key test/mean_score]
     drifting-policy export|serve|control ...    # deployment: see `drifting-policy export --help`
 
@@ -186,7 +187,8 @@ def run_command(command: str, rest: list[str]) -> None:
 
         deploy(command, rest)
     else:
-        raise SystemExit(f"unknown command {command!r}; expected train, eval, report, export, serve or control\n{USAGE}")
+        raise SystemExit(f"unknown command {command!r}; expected train, eval, report, export, serve or control\n"
+                         f"{USAGE}")
 
 
 if __name__ == "__main__":

@@ -274,7 +274,8 @@ def validate_top_level(cfg: DictConfig, source: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- composing
 def compose_train_config(overrides: list[str], config_dir: str | Path | None = None) -> tuple[DictConfig, dict]:
-    """``configs/train.yaml`` with ``overrides`` (``task=pusht_lowdim method=drifting network=unet_lowdim training.seed=1``).
+    """``configs/train.yaml`` with ``overrides``
+    (``task=pusht_lowdim method=drifting network=unet_lowdim training.seed=1``).
 
     Returns the config (hydra's own node removed) and the chosen config-group options, e.g.
     ``{'task': 'pusht_lowdim', 'policy': 'drifting_unet'}``.
@@ -301,11 +302,7 @@ def compose_train_config(overrides: list[str], config_dir: str | Path | None = N
 def composition_error(error: Exception) -> ConfigError:
     """Hydra's composition errors as one line: an unknown config-group option lists the options there are; an
     override of a key that does not exist names the keys of that section (not hydra's advice to add it with +)."""
-    from hydra.errors import (
-        ConfigCompositionException,
-        MissingConfigException,
-        OverrideParseException,
-    )
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 
     text = str(error)
     first = text.splitlines()[0] if text else type(error).__name__

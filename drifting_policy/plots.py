@@ -73,7 +73,7 @@ def plot_training_curves(log_path: str | Path, out_path: str | Path, title: str 
     ax_score.set_ylim(-0.02, 1.02)
     if ax_score.lines:
         ax_score.legend()
-    for ax, (epochs, values, label) in zip(axes[2:], fit_panels):
+    for ax, (epochs, values, label) in zip(axes[2:], fit_panels, strict=True):
         ax.plot(epochs, values, marker="." if len(epochs) < 50 else None)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)

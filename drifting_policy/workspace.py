@@ -288,7 +288,8 @@ class TrainWorkspace:
             raise NonFiniteLossError(
                 f"training loss is {loss_value} at global step {self.global_step} (epoch {self.epoch}): "
                 f"{self.non_finite_cause(batch)}; nothing was updated or saved for this step (checkpoints: "
-                f"{self.latest_path.parent}). Batch on rank {self.dist.rank}:\n  " + "\n  ".join(batch_statistics(batch)))
+                f"{self.latest_path.parent}). Batch on rank {self.dist.rank}:\n  "
+                + "\n  ".join(batch_statistics(batch)))
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -389,8 +390,8 @@ class TrainWorkspace:
             lines.append(f"  test/mean_score at epoch {self.epoch - 1}: {run.scores[-1]:.3f} (mean of the last {last} "
                          f"rollouts: {run.last_mean(last):.3f}, best {run.max():.3f})")
         lines.append(f"  log: {self.run_dir / 'logs.json.txt'}")
-        for label, path in (("plot", self.run_dir / "plots" / "training_curves.png"), ("videos", self.run_dir / "media"),
-                            ("policy", self.run_dir / "pretrained" / "last")):
+        for label, path in (("plot", self.run_dir / "plots" / "training_curves.png"),
+                            ("videos", self.run_dir / "media"), ("policy", self.run_dir / "pretrained" / "last")):
             if path.exists():
                 lines.append(f"  {label}: {path}")
         print("\n".join(lines), flush=True)

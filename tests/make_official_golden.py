@@ -50,16 +50,17 @@ def main():
     sys.modules["official_drift_loss"] = official
     spec.loader.exec_module(official)
 
+    def total(gen, pos, neg, kwargs):
+        loss, info = official.drift_loss(gen, pos, neg, **kwargs)
+        return loss.sum(), (loss, info)
+
     arrays = {}
     for i, case in enumerate(cases(np.random.default_rng(0))):
         kwargs = {k: jnp.asarray(v) for k, v in case.items() if k not in ("gen", "pos", "neg")}
         neg = jnp.asarray(case["neg"]) if case["neg"].shape[1] else None
-
-        def total(gen):
-            loss, info = official.drift_loss(gen, jnp.asarray(case["pos"]), neg, **kwargs)
-            return loss.sum(), (loss, info)
-
-        grad, (loss, info) = jax.grad(total, has_aux=True)(jnp.asarray(case["gen"]))
+        # jax.grad differentiates with respect to the first argument (gen) only.
+        grad, (loss, info) = jax.grad(total, has_aux=True)(jnp.asarray(case["gen"]), jnp.asarray(case["pos"]), neg,
+                                                           kwargs)
         for k, v in case.items():
             arrays[f"{i}/{k}"] = v
         arrays[f"{i}/loss"] = np.asarray(loss)

@@ -277,7 +277,7 @@ class OraclePolicy:
 
     def predict_action(self, obs_dict):
         latest = obs_dict["obs"][:, -1].numpy()
-        actions = np.stack([oracle(obs) for oracle, obs in zip(self.oracles, latest)])
+        actions = np.stack([oracle(obs) for oracle, obs in zip(self.oracles, latest, strict=True)])
         return {"action": actions[:, None, :]}
 
 

@@ -5,13 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from drifting import (
-    EMA,
-    SampleQueue,
-    drift_field,
-    sample_cfg_alpha,
-    unconditional_weight,
-)
+from drifting import EMA, SampleQueue, drift_field, sample_cfg_alpha, unconditional_weight
 
 
 @pytest.mark.parametrize("k", [1.0, 3.0, 5.0])
@@ -19,10 +13,7 @@ def test_alpha_follows_power_law_density(k):
     alpha = sample_cfg_alpha(200_000, k=k, generator=torch.Generator().manual_seed(0)).double().numpy()
     assert alpha.min() >= 1.0 and alpha.max() <= 4.0
     grid = np.linspace(1.0, 4.0, 13)
-    if k == 1.0:
-        cdf = np.log(grid) / np.log(4.0)
-    else:
-        cdf = (grid ** (1 - k) - 1.0) / (4.0 ** (1 - k) - 1.0)
+    cdf = np.log(grid) / np.log(4.0) if k == 1.0 else (grid ** (1 - k) - 1.0) / (4.0 ** (1 - k) - 1.0)
     empirical = (alpha[:, None] <= grid[None]).mean(0)
     assert np.abs(empirical - cdf).max() < 0.005  # Kolmogorov-Smirnov distance on a grid
 

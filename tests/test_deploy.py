@@ -382,10 +382,9 @@ def test_server_survives_concurrent_malformed_requests(lowdim):
 
 def test_a_client_that_disconnects_mid_request_does_not_hurt_the_server(server):
     for _ in range(5):
-        connection = connect(server.uri, proxy=None)
-        connection.recv(timeout=30)
-        connection.send(wire.packb({"obs": np.zeros((2, 5), np.float32)}))
-        connection.close()
+        with connect(server.uri, proxy=None) as connection:
+            connection.recv(timeout=30)
+            connection.send(wire.packb({"obs": np.zeros((2, 5), np.float32)}))
     with PolicyClient(server.uri) as client:
         assert client.infer({"obs": np.zeros((2, 5), np.float32)})["actions"].shape == (4, 2)
     assert server.server.errors_sent == 0

@@ -1,5 +1,6 @@
 """Invariants of the drifting field and its loss (drifting/field.py)."""
 
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,8 @@ def test_matches_official_release():
     for i in range(n_cases):
         gen = torch.tensor(ref[f"{i}/gen"], requires_grad=True)
         neg = torch.tensor(ref[f"{i}/neg"])
-        weights = {k: torch.tensor(ref[f"{i}/{k}"]) for k in ("weight_gen", "weight_pos", "weight_neg") if f"{i}/{k}" in ref}
+        weights = {k: torch.tensor(ref[f"{i}/{k}"]) for k in ("weight_gen", "weight_pos", "weight_neg")
+                   if f"{i}/{k}" in ref}
         loss, info = drift_loss(gen, torch.tensor(ref[f"{i}/pos"]), neg if neg.shape[1] else None, **weights)
         loss.sum().backward()
         assert relative_error(loss.detach(), ref[f"{i}/loss"]) < 1e-4, i
@@ -99,7 +101,7 @@ def test_larger_temperature_gives_smoother_assignment():
         v = drift_field(gen, pos, temperatures=(tau,), repulsion=0.0, kernel_norm="row", self_mask=1e6, **RAW)
         toward_nearest.append((torch.sign(v) == torch.sign(nearest - gen)).float().mean().item())
     assert toward_nearest[0] == 1.0
-    assert all(a >= b for a, b in zip(toward_nearest, toward_nearest[1:]))
+    assert all(a >= b for a, b in pairwise(toward_nearest))
     assert toward_nearest[-1] < 0.75
 
 
@@ -181,7 +183,8 @@ def test_broken_fields_do_not_vanish_at_equilibrium():
     """Table 1: only attraction == repulsion keeps V = 0 when p = q."""
     gen = randn(4, 32, 2)
     for attraction, repulsion in ((1.0, 1.0), (1.5, 1.0), (1.0, 2.0), (1.0, 0.0)):
-        v = drift_field(gen, gen.clone(), self_mask=0.0, normalize_drift=False, attraction=attraction, repulsion=repulsion)
+        v = drift_field(gen, gen.clone(), self_mask=0.0, normalize_drift=False, attraction=attraction,
+                        repulsion=repulsion)
         assert (v.abs().max() < 1e-5) == (attraction == repulsion)
 
 

@@ -108,7 +108,7 @@ def test_runner_scores_are_mean_max_rewards(vectorization, tmp_path):
     finally:
         runner.close()
     test_max = [known_rewards(seed).max() for seed in range(11, 16)]
-    for seed, expected in zip(range(11, 16), test_max):
+    for seed, expected in zip(range(11, 16), test_max, strict=True):
         assert log[f"test/sim_max_reward_{seed}"] == pytest.approx(expected)
     assert log["test/mean_score"] == pytest.approx(np.mean(test_max))
     assert log["train/sim_max_reward_0"] == pytest.approx(0.7)
@@ -116,7 +116,7 @@ def test_runner_scores_are_mean_max_rewards(vectorization, tmp_path):
     assert log["train/mean_score"] == pytest.approx(np.mean([0.7, 0.45]))
     assert policy.resets == 3  # 7 episodes in chunks of 3
     assert all(shapes == {"obs": (3, 2, 2)} for shapes in policy.seen)
-    assert set(k for k in log if "video" in k) == {"train/sim_video_0", "test/sim_video_11"}
+    assert {k for k in log if "video" in k} == {"train/sim_video_0", "test/sim_video_11"}
     for key in ("train/sim_video_0", "test/sim_video_11"):
         assert (tmp_path / "media").exists() and log[key].endswith(".gif")
         assert __import__("pathlib").Path(log[key]).stat().st_size > 0

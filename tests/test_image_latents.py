@@ -62,7 +62,8 @@ def tiny_vae(tmp_path_factory):
     folder = tmp_path_factory.mktemp("vae")
     torch.manual_seed(0)
     AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-                  up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4).save_pretrained(folder)
+                  up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4,
+                  norm_num_groups=4).save_pretrained(folder)
     return folder
 
 

@@ -145,7 +145,7 @@ def test_random_resized_crops_cover_a_fifth_to_all_of_the_image_with_bounded_asp
     boxes = [random_resized_crop_box(256, 256, generator) for _ in range(2000)]
     areas = np.array([h * w for _, _, h, w in boxes]) / 256**2
     aspects = np.array([w / h for _, _, h, w in boxes])
-    assert all(0 <= top and top + h <= 256 and 0 <= left and left + w <= 256 for top, left, h, w in boxes)
+    assert all(top >= 0 and top + h <= 256 and left >= 0 and left + w <= 256 for top, left, h, w in boxes)
     # Uniform on [0.2, 1] before the tries that do not fit are redrawn, which favours the smaller areas.
     assert 0.19 <= areas.min() < 0.22 and areas.max() <= 1.0 and 0.45 < np.median(areas) < 0.6
     assert aspects.min() >= 0.74 and aspects.max() <= 1.34

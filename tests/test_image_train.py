@@ -10,13 +10,7 @@ import pytest
 import torch
 
 from drifting.json_log import read_json_log
-from drifting_image.data import (
-    ArrayDataset,
-    SampleStream,
-    load_dataset,
-    load_mnist_5k,
-    load_npz,
-)
+from drifting_image.data import ArrayDataset, SampleStream, load_dataset, load_mnist_5k, load_npz
 from drifting_image.sample import load_generator
 from drifting_image.sample import main as sample_main
 from drifting_image.train import TrainConfig, Trainer
@@ -66,7 +60,7 @@ def test_training_moves_samples_to_their_class(tmp_path):
     assert len(lines) == 150 and all(np.isfinite(line["loss"]) for line in lines)
     # Every logged key, the drifting loss's info included (one key per feature and temperature).
     assert {"global_step", "loss", "grad_norm", "lr", "sample_rms", "alpha", "global/loss"} <= set(lines[0])
-    early, late = np.mean([l["loss"] for l in lines[:10]]), np.mean([l["loss"] for l in lines[-10:]])
+    early, late = np.mean([line["loss"] for line in lines[:10]]), np.mean([line["loss"] for line in lines[-10:]])
     assert late < early, (early, late)
     assert (tmp_path / "run" / "samples_0000150.png").is_file()
 
@@ -78,7 +72,7 @@ def test_ema_warm_up_follows_a_short_run(tmp_path):
     def ema_gap(steps, **overrides):
         trainer = Trainer(tiny_config(tmp_path / f"{steps}{overrides}", steps=steps, ema_decay=0.999, **overrides))
         trainer.run()
-        pairs = zip(trainer.ema.model.parameters(), trainer.generator.parameters())
+        pairs = zip(trainer.ema.model.parameters(), trainer.generator.parameters(), strict=True)
         return max((e - p).abs().max().item() for e, p in pairs)
 
     assert ema_gap(1, ema_power=0.75) == 0.0 < ema_gap(1)
@@ -94,9 +88,10 @@ def test_resume_continues_exactly(tmp_path):
     resumed = Trainer(tiny_config(tmp_path / "b", steps=4))
     resumed.run()
     assert resumed.step == 4
-    for (name, a), b in zip(straight.generator.state_dict().items(), resumed.generator.state_dict().values()):
+    pairs = zip(straight.generator.state_dict().items(), resumed.generator.state_dict().values(), strict=True)
+    for (name, a), b in pairs:
         assert torch.equal(a, b), name
-    for a, b in zip(straight.ema.model.parameters(), resumed.ema.model.parameters()):
+    for a, b in zip(straight.ema.model.parameters(), resumed.ema.model.parameters(), strict=True):
         assert torch.equal(a, b)
 
 
@@ -114,7 +109,7 @@ def test_training_with_mae_features(tmp_path):
     trainer = Trainer(cfg)
     trainer.fill_queue()
     metrics = trainer.train_step()
-    assert np.isfinite(metrics["loss"]) and metrics["grad_norm"] > 0
+    assert torch.isfinite(metrics["loss"]) and metrics["grad_norm"] > 0
     assert "layer3_blk6_std_2/loss" in metrics and "norm_x/scale" in metrics
     assert all(p.grad is None for p in trainer.encoder.parameters())
 
@@ -139,7 +134,7 @@ def test_mae_pretraining_resumes_exactly(tmp_path):
     MAETrainer(config("b", 2)).run()
     resumed = MAETrainer(config("b", 4))
     resumed.run()
-    for a, b in zip(straight.mae.state_dict().values(), resumed.mae.state_dict().values()):
+    for a, b in zip(straight.mae.state_dict().values(), resumed.mae.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 
 
@@ -217,4 +212,4 @@ def test_torchrun_two_cpu_processes_train_and_resume(tmp_path):
     assert [r["step"] for r in ranks] == [4, 4]
     assert not torch.equal(ranks[0]["rng"], ranks[1]["rng"])  # independent class groups per rank
     lines = read_json_log(tmp_path / "run" / "logs.json.txt")  # rank 0's; the resumed run continues it
-    assert [line["global_step"] for line in lines] == [0, 1, 2, 3] and all(np.isfinite(l["loss"]) for l in lines)
+    assert [line["global_step"] for line in lines] == [0, 1, 2, 3] and all(np.isfinite(line["loss"]) for line in lines)

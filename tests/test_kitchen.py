@@ -5,21 +5,8 @@ import numpy as np
 import pytest
 
 from drifting_policy.data.replay_buffer import ReplayBuffer
-from envs.kitchen.env import (
-    ACTION_SCALE,
-    N_QPOS,
-    SUBTASKS,
-    KitchenEnv,
-    completed_in_state,
-    phase_fractions,
-)
-from envs.kitchen.expert import (
-    ORDER_CONSTRAINTS,
-    KitchenExpert,
-    parse_subtasks,
-    run_episode,
-    sample_subtasks,
-)
+from envs.kitchen.env import ACTION_SCALE, N_QPOS, SUBTASKS, KitchenEnv, completed_in_state, phase_fractions
+from envs.kitchen.expert import ORDER_CONSTRAINTS, KitchenExpert, parse_subtasks, run_episode, sample_subtasks
 from envs.kitchen.generate import bet_arrays_to_replay_buffer, generate, main
 from envs.kitchen.runner import distinct_orders, summarize
 

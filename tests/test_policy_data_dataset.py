@@ -50,7 +50,8 @@ def test_lowdim_windows_concatenate_flattened_keys(pusht_like):
     # windows per episode: L - T + pad_before + pad_after + 1
     assert len(dataset) == sum(length - 16 + 1 + 7 + 1 for length in LENGTHS)
 
-    short = SequenceDataset(path, horizon=16, pad_before=1, pad_after=7, n_obs_steps=2, obs_keys=["keypoint", "state[:2]"])
+    short = SequenceDataset(path, horizon=16, pad_before=1, pad_after=7, n_obs_steps=2,
+                            obs_keys=["keypoint", "state[:2]"])
     np.testing.assert_array_equal(short[5]["obs"].numpy(), dataset[5]["obs"][:2].numpy())
 
 
@@ -65,7 +66,7 @@ def test_shape_meta_images_are_float_chw_in_unit_range(pusht_like):
     np.testing.assert_array_equal(item["obs"]["agent_pos"].numpy(), buffer["state"][2:4, :2])
     batch = next(iter(DataLoader(dataset, batch_size=4)))
     assert batch["obs"]["image"].shape == (4, 2, 3, 12, 12) and batch["action"].shape == (4, 16, 2)
-    assert 0 <= batch["obs"]["image"].min() and batch["obs"]["image"].max() <= 1
+    assert batch["obs"]["image"].min() >= 0 and batch["obs"]["image"].max() <= 1
 
 
 def test_validation_split_is_by_episode(pusht_like):
@@ -89,7 +90,8 @@ def test_normalizer_fits_every_field(pusht_like):
     torch.testing.assert_close(y.amin(0), -torch.ones(2))
     torch.testing.assert_close(y.amax(0), torch.ones(2))
 
-    image = SequenceDataset(path, horizon=4, shape_meta=SHAPE_META, zarr_keys={"image": "img", "agent_pos": "state[:2]"},
+    image = SequenceDataset(path, horizon=4, shape_meta=SHAPE_META,
+                            zarr_keys={"image": "img", "agent_pos": "state[:2]"},
                             action_normalizer="identity").get_normalizer()
     assert sorted(image.keys()) == ["action", "agent_pos", "image"]
     torch.testing.assert_close(image["image"].normalize(torch.tensor([0.0, 0.5, 1.0])), torch.tensor([-1.0, 0.0, 1.0]))
@@ -107,12 +109,15 @@ def test_in_memory_buffer_and_max_abs(pusht_like):
 
 def test_clear_errors(pusht_like):
     path, buffer = pusht_like
-    with pytest.raises(ValueError, match=r"pusht_like\.zarr.*'keypoints'.*available keys: \['action', 'img', 'keypoint', 'state'\]"):
+    with pytest.raises(ValueError, match=r"pusht_like\.zarr.*'keypoints'.*available keys: "
+                                         r"\['action', 'img', 'keypoint', 'state'\]"):
         SequenceDataset(path, horizon=4, obs_keys=["keypoints"])
-    with pytest.raises(ValueError, match=r"pusht_like\.zarr: 'agent_pos' expects shape \[3\] but key\(s\) \['state\[:2\]'\] give 2"):
+    with pytest.raises(ValueError, match=r"pusht_like\.zarr: 'agent_pos' expects shape \[3\] "
+                                         r"but key\(s\) \['state\[:2\]'\] give 2"):
         bad = {**SHAPE_META, "obs": {**SHAPE_META["obs"], "agent_pos": {"shape": [3], "type": "low_dim"}}}
         SequenceDataset(path, horizon=4, shape_meta=bad, zarr_keys={"image": "img", "agent_pos": "state[:2]"})
-    with pytest.raises(ValueError, match=r"image 'image' expects key 'img' of per-step shape \(H, W, C\) = \(96, 96, 3\)"):
+    with pytest.raises(ValueError,
+                       match=r"image 'image' expects key 'img' of per-step shape \(H, W, C\) = \(96, 96, 3\)"):
         bad = {**SHAPE_META, "obs": {**SHAPE_META["obs"], "image": {"shape": [3, 96, 96], "type": "rgb"}}}
         SequenceDataset(path, horizon=4, shape_meta=bad, zarr_keys={"image": "img", "agent_pos": "state[:2]"})
     with pytest.raises(ValueError, match="in-memory replay buffer: the replay buffer has no episodes"):

@@ -81,7 +81,8 @@ def test_image_range_normalizer_maps_unit_range_to_minus_one_one():
     image = torch.rand(2, 3, 3, 8, 8)
     y = get_image_range_normalizer().normalize(image)
     torch.testing.assert_close(y, image * 2 - 1)
-    torch.testing.assert_close(get_image_range_normalizer().normalize(torch.tensor([0.0, 1.0])), torch.tensor([-1.0, 1.0]))
+    torch.testing.assert_close(get_image_range_normalizer().normalize(torch.tensor([0.0, 1.0])),
+                               torch.tensor([-1.0, 1.0]))
 
 
 def test_abs_action_normalizer_scales_positions_only():

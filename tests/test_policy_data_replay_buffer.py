@@ -51,7 +51,7 @@ def test_save_load_round_trip(tmp_path, name):
     path = buffer.save_to_path(tmp_path / name, chunk_length=4)
     loaded = ReplayBuffer.copy_from_path(path)
     np.testing.assert_array_equal(loaded.episode_ends, buffer.episode_ends)
-    for key in buffer.keys():
+    for key in buffer.keys():  # noqa: SIM118  (a ReplayBuffer is not iterable)
         assert loaded[key].dtype == buffer[key].dtype
         np.testing.assert_array_equal(loaded[key], buffer[key])
     only_action = ReplayBuffer.copy_from_path(path, keys=["action"])

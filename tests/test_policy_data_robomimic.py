@@ -12,7 +12,8 @@ from drifting_policy.data import (
 )
 from drifting_policy.data.rotation import axis_angle_to_matrix, matrix_to_rotation_6d, rotation_6d_to_matrix
 
-ENV_ARGS = {"env_name": "Lift", "type": 1, "env_kwargs": {"control_freq": 20, "controller_configs": {"type": "OSC_POSE"}}}
+ENV_ARGS = {"env_name": "Lift", "type": 1,
+            "env_kwargs": {"control_freq": 20, "controller_configs": {"type": "OSC_POSE"}}}
 
 
 def make_demo(rng, length, action_dim=7):
@@ -75,8 +76,8 @@ def test_to_replay_buffer(tmp_path, demos):
 def test_reader_and_writer_errors(tmp_path, demos):
     path = write_robomimic_hdf5(tmp_path / "d.hdf5", demos[:2], ENV_ARGS)
     reader = RobomimicReader(path)
-    with pytest.raises(ValueError, match=r"d\.hdf5: data/demo_0 lacks obs keys \['robot0_eef_quat'\]; obs keys present: "
-                                         r"\['agentview_image', 'object', 'robot0_eef_pos'\]"):
+    with pytest.raises(ValueError, match=r"d\.hdf5: data/demo_0 lacks obs keys \['robot0_eef_quat'\]; "
+                                         r"obs keys present: \['agentview_image', 'object', 'robot0_eef_pos'\]"):
         reader.to_replay_buffer(["object", "robot0_eef_quat"])
     with pytest.raises(ValueError, match=r"no filter key 'train'; filter keys: \[\]"):
         reader.demo_names("train")
@@ -118,7 +119,8 @@ def test_absolute_action_round_trip(arms):
         np.testing.assert_array_equal(converted[..., 10 * arm:10 * arm + 3], raw[..., 7 * arm:7 * arm + 3])
         np.testing.assert_array_equal(converted[..., 10 * arm + 9], raw[..., 7 * arm + 6])
         rot6d = converted[..., 10 * arm + 3:10 * arm + 9]
-        np.testing.assert_allclose(rot6d, matrix_to_rotation_6d(axis_angle_to_matrix(raw[..., 7 * arm + 3:7 * arm + 6])))
+        axis_angle = raw[..., 7 * arm + 3:7 * arm + 6]
+        np.testing.assert_allclose(rot6d, matrix_to_rotation_6d(axis_angle_to_matrix(axis_angle)))
     np.testing.assert_allclose(rot6d_action_to_axis_angle(converted), raw, atol=1e-9)
     with pytest.raises(ValueError, match="7 values per arm; got last dimension 8"):
         axis_angle_action_to_rot6d(np.zeros((2, 8)))

@@ -30,7 +30,8 @@ def test_padding_repeats_first_and_last_frames():
     np.testing.assert_array_equal(sampler.sample_sequence(0)["x"], [[0, 0], [0, 0], [1, -1], [2, -2]])
 
 
-@pytest.mark.parametrize("sequence_length,pad_before,pad_after", [(1, 0, 0), (3, 0, 0), (4, 3, 3), (5, 9, 9), (16, 1, 7)])
+@pytest.mark.parametrize("sequence_length,pad_before,pad_after",
+                         [(1, 0, 0), (3, 0, 0), (4, 3, 3), (5, 9, 9), (16, 1, 7)])
 def test_windows_match_clipped_frame_indices(sequence_length, pad_before, pad_after):
     lengths = [1, 2, 7, 20]
     sampler = SequenceSampler(counting_buffer(lengths), sequence_length, pad_before, pad_after)

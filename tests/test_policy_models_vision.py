@@ -99,7 +99,7 @@ def test_crop_is_a_random_window_per_image_in_training():
         top, left = tops[i].item(), lefts[i].item()
         assert torch.equal(out[i], images[i, :, top : top + 84, left : left + 84])
     assert tops.min() >= 0 and tops.max() <= 12 and lefts.min() >= 0 and lefts.max() <= 12
-    assert len(set(zip(tops.tolist(), lefts.tolist()))) > 32  # offsets differ between images
+    assert len(set(zip(tops.tolist(), lefts.tolist(), strict=True))) > 32  # offsets differ between images
     with pytest.raises(ValueError, match="cannot crop 84x84"):
         crop(torch.rand(1, 3, 80, 96))
 

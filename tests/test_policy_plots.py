@@ -3,13 +3,7 @@ import json
 
 import imageio.v3 as iio
 
-from drifting_policy.plots import (
-    DISTANCE_KEY,
-    FIT_KEY,
-    epoch_means,
-    epoch_records,
-    plot_training_curves,
-)
+from drifting_policy.plots import DISTANCE_KEY, FIT_KEY, epoch_means, epoch_records, plot_training_curves
 
 
 def test_epoch_records_and_means(tmp_path):

@@ -1,8 +1,8 @@
 """Training workspace, eval and report commands of the policy branch, on a tiny synthetic task.
 
 The task is a zarr replay buffer written here (4-D observations, 2-D actions that are a fixed linear function of
-the observation, whose dimensions are sinusoids); the policy is a tiny deterministic MLP (``TinyPolicy``) and the env runner a fake
-(``FakeRunner``), both following the real contracts and built by hydra from ``_target_`` strings.
+the observation, whose dimensions are sinusoids); the policy is a tiny deterministic MLP (``TinyPolicy``) and the env
+runner a fake (``FakeRunner``), both following the real contracts and built by hydra from ``_target_`` strings.
 """
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ class FakeRunner:
                            for s in seeds])
         action = policy.predict_action({"obs": obs.to(policy.device)})["action"].cpu()
         scores = torch.sigmoid(-action.square().mean(dim=(1, 2)) + 1.0)
-        log = {f"test/sim_max_reward_{seed}": float(score) for seed, score in zip(seeds, scores)}
+        log = {f"test/sim_max_reward_{seed}": float(score) for seed, score in zip(seeds, scores, strict=True)}
         log["test/mean_score"] = float(scores.mean())
         if self.output_dir is not None:
             log[f"test/sim_video_{self.test_start_seed}"] = str(Path(self.output_dir) / "media" / "none.mp4")
@@ -277,7 +277,8 @@ def test_training_run_logs_checkpoints_and_exports(trained_run):
         assert {"train_loss", "global_step", "epoch", "lr", "policy/prediction_rms"} <= set(record)
         assert "policy/loss" not in record and isinstance(record["policy/prediction_rms"], float)
     assert [r["global_step"] for r in records] == list(range(len(records)))
-    # one line per batch; the epoch's last one carries the epoch mean, val loss and (every 2nd epoch and the last) the score
+    # one line per batch; the epoch's last one carries the epoch mean, val loss and (every 2nd epoch and the last) the
+    # score
     ends = [r for r in records if "val_loss" in r]
     assert [r["epoch"] for r in ends] == list(range(6))
     assert [r["epoch"] for r in records if "test/mean_score" in r] == [0, 2, 4, 5]  # DP's cadence + the last
@@ -332,7 +333,7 @@ def test_resume_repeats_an_uninterrupted_run(config_dir, zarr_path, tmp_path, po
     resumed = train(config_dir, zarr_path, tmp_path / "resumed", *common, policy=policy)
 
     assert len(resumed) == len(straight) == 9
-    for a, b in zip(straight, resumed):
+    for a, b in zip(straight, resumed, strict=True):
         assert a == b  # every logged number, bitwise
     final = {name: load_checkpoint(tmp_path / name / "checkpoints" / "latest.ckpt") for name in ("straight", "resumed")}
     for key, value in final["straight"]["policy"].items():
@@ -462,8 +463,8 @@ def test_cli_train_resume_report_and_eval(config_dir, zarr_path, tmp_path, monke
 
     monkeypatch.setattr(config, "CONFIG_DIR", config_dir)
     run_dir = tmp_path / "cli_run"
-    cli.main(["train", "task=tiny", *policy_overrides("tiny_mlp"), f"task.zarr_path={zarr_path}", f"run_dir={run_dir}", *FAST,
-              "training.num_epochs=1", "training.max_train_steps=2", "training.rollout_every=1"])
+    cli.main(["train", "task=tiny", *policy_overrides("tiny_mlp"), f"task.zarr_path={zarr_path}", f"run_dir={run_dir}",
+              *FAST, "training.num_epochs=1", "training.max_train_steps=2", "training.rollout_every=1"])
     assert json.loads((run_dir / "run_info.json").read_text())["policy"] == "tiny_mlp_none"  # <method>_<network>
     # the saved config is reused when only run_dir (and overrides) are given; a setting train.yaml gained after the
     # run was saved (here: as if sample_every were new) takes its default

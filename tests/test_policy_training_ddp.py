@@ -6,10 +6,10 @@ import socket
 
 import pytest
 import torch.multiprocessing as mp
-from test_policy_training import config_dir, make_cfg, train, zarr_path  # noqa: F401  (fixtures below come from there too)  # noqa: F401
 
 from drifting.json_log import read_json_log
 from drifting_policy.workspace import TrainWorkspace
+from test_policy_training import config_dir, make_cfg, train, zarr_path  # noqa: F401  (fixtures)
 
 # Both runs drop the last partial batch: then each global batch is the same set of windows in both runs
 # (rank r takes every other window of the epoch's permutation).
@@ -22,10 +22,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def ddp_worker(rank: int, world_size: int, port: int, config_dir, zarr_path, run_dir) -> None:
+def ddp_worker(rank: int, world_size: int, port: int, configs, data, run_dir) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
-    cfg = make_cfg(config_dir, zarr_path, run_dir, *COMMON)
+    cfg = make_cfg(configs, data, run_dir, *COMMON)
     TrainWorkspace(cfg, run_dir).run()
 
 
@@ -37,7 +37,7 @@ def test_two_process_run_matches_single_process(config_dir, zarr_path, tmp_path)
     ddp = read_json_log(tmp_path / "ddp" / "logs.json.txt")
 
     assert [r["global_step"] for r in ddp] == [r["global_step"] for r in single]
-    for a, b in zip(single, ddp):
+    for a, b in zip(single, ddp, strict=True):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5, abs=1e-7)
         for key in ("val_loss", "test/mean_score"):
             if key in a:

@@ -5,8 +5,6 @@ Servers listen on 127.0.0.1 with a free port; every loop is bounded in count and
 import numpy as np
 import pytest
 import torch
-from test_deploy import RUN_CFG, PlannerClient, StepCounterEnv, tiny_policy
-from test_policy_api_synthetic import bimodal_modes
 
 from drifting_policy.deploy.client import PolicyClient
 from drifting_policy.deploy.export import export_policy, policy_spec
@@ -16,6 +14,8 @@ from drifting_policy.deploy.runtime import ControlLoop, EpisodeResult, score_wit
 from drifting_policy.deploy.server import LocalClient, PolicyServer
 from drifting_policy.policies import DriftingPolicyConfig
 from envs.bimodal.task import bimodal_batch, mode_chunks
+from test_deploy import RUN_CFG, PlannerClient, StepCounterEnv, tiny_policy
+from test_policy_api_synthetic import bimodal_modes
 
 
 # ---------------------------------------------------------------------------------------------- the policy

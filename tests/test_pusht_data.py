@@ -60,11 +60,12 @@ def test_generator_is_deterministic_and_round_trips(tmp_path):
     n = first.n_steps
     assert first["state"].shape == (n, 5) and first["keypoint"].shape == (n, 9, 2)
     assert first["action"].shape == (n, 2) and first["n_contacts"].shape == (n, 1)
-    np.testing.assert_allclose(first["keypoint"][7], block_keypoints(first["state"][7, 2:5].astype(np.float64)), atol=1e-3)
+    np.testing.assert_allclose(first["keypoint"][7], block_keypoints(first["state"][7, 2:5].astype(np.float64)),
+                               atol=1e-3)
     for name in ("demo.zarr.zip", "demo.zarr"):
         loaded = ReplayBuffer.copy_from_path(first.save_to_path(tmp_path / name))
         np.testing.assert_array_equal(loaded.episode_ends, first.episode_ends)
-        for key in first.keys():
+        for key in first.keys():  # noqa: SIM118  (a ReplayBuffer is not iterable)
             np.testing.assert_array_equal(loaded[key], first[key])
 
 
@@ -122,7 +123,7 @@ def test_shipped_dataset_is_the_perturbed_generator_output():
     assert SHIPPED.stat().st_size < 5_000_000
     # The shipped file is the generator's seed-0 output with --perturb 40 (README's command).
     regenerated, _ = generate(2, seed=0, perturb=40.0, show_progress=False)
-    for key in regenerated.keys():
+    for key in regenerated.keys():  # noqa: SIM118  (a ReplayBuffer is not iterable)
         np.testing.assert_array_equal(regenerated[key], buffer[key][: regenerated.n_steps])
     states = dataset_initial_states(SHIPPED, 3)
     np.testing.assert_array_equal(states[1], buffer["state"][buffer.episode_ends[0]])
@@ -141,7 +142,7 @@ class ExpertPolicy:
         states = obs_dict["obs"][:, -1].double().numpy()
         if not self.experts:
             self.experts = [PushTExpert(seed=i) for i in range(len(states))]
-        actions = np.stack([expert.act(state) for expert, state in zip(self.experts, states)])
+        actions = np.stack([expert.act(state) for expert, state in zip(self.experts, states, strict=True)])
         return {"action": torch.from_numpy(actions)[:, None]}
 
 

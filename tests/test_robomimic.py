@@ -5,14 +5,7 @@ import pytest
 import torch
 
 from drifting_policy.data.robomimic_hdf5 import RobomimicReader
-from envs.robomimic.env import (
-    LOW_DIM_KEYS,
-    RobomimicEnv,
-    image_to_chw_float,
-    low_dim_vector,
-    make_env_meta,
-    task_spec,
-)
+from envs.robomimic.env import LOW_DIM_KEYS, RobomimicEnv, image_to_chw_float, low_dim_vector, make_env_meta, task_spec
 from envs.robomimic.expert import evaluate_expert, rollout_expert
 from envs.robomimic.generate import episode_to_demo, generate
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_policy_training import FAST, config_dir, train, zarr_path  # noqa: F401  (fixtures)
 
 from drifting.toy import main as toy_main
 from drifting_policy import cli, config
 from drifting_policy.config import CONFIG_DIR, check_train_config, compose_train_config
 from drifting_policy.errors import ConfigError
+from test_policy_training import FAST, config_dir, train, zarr_path  # noqa: F401  (fixtures)
 
 
 @pytest.fixture
@@ -129,8 +129,9 @@ def test_toy_steps_must_be_positive(capsys):
     assert "--steps must be at least 1; got 0" in capsys.readouterr().err
 
 
-EXPERIMENTS = {"pusht_cpu": "pusht_lowdim", "blockpush_cpu": "blockpush_lowdim", "blockpush_unet_cpu": "blockpush_lowdim",
-               "kitchen_cpu": "kitchen_lowdim", "robomimic_cpu": "lift_lowdim"}
+EXPERIMENTS = {"pusht_cpu": "pusht_lowdim", "blockpush_cpu": "blockpush_lowdim",
+               "blockpush_unet_cpu": "blockpush_lowdim", "kitchen_cpu": "kitchen_lowdim",
+               "robomimic_cpu": "lift_lowdim"}
 
 
 @pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_policy_training import config_dir, train, write_log, zarr_path  # noqa: F401  # noqa: F401  (fixtures)
 
 from drifting.checkpoint import atomic_save
 from drifting.checkpoint import load as load_checkpoint
@@ -20,6 +19,7 @@ from drifting.json_log import read_json_log
 from drifting_policy.checkpoint import TopKCheckpoints
 from drifting_policy.errors import RunFolderError
 from drifting_policy.report import main as report_main
+from test_policy_training import config_dir, train, write_log, zarr_path  # noqa: F401  (fixtures)
 
 # Three scored epochs of two batches each: 6 log lines, top-k checkpoints of epochs 0, 1 and 2.
 COMMON = ["training.num_epochs=3", "training.max_train_steps=2", "training.rollout_every=1", "logging.plots=false"]

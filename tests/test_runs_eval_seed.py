@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from test_policy_training import config_dir, train, zarr_path  # noqa: F401  (fixtures)
 
 from drifting.json_log import read_json_log
 from drifting_policy.evaluate import evaluate
+from test_policy_training import config_dir, train, zarr_path  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="module")

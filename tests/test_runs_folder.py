@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
-from test_policy_training import FAST, config_dir, train, zarr_path  # noqa: F401  (fixtures)
 
 from drifting.checkpoint import load as load_checkpoint
 from drifting.json_log import read_json_log
 from drifting_policy import cli, config
 from drifting_policy.errors import RunFolderError
 from drifting_policy.run_folder import LOCK_NAME
+from test_policy_training import FAST, config_dir, train, zarr_path  # noqa: F401  (fixtures)
 
 COMMON = ["training.num_epochs=2", "training.max_train_steps=2", "training.rollout_every=1", "logging.plots=false"]
 
@@ -109,14 +109,14 @@ def test_another_policy_in_a_run_folder_is_refused_and_nothing_is_written(finish
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
     before = snapshot(run)
-    err = cli_error(capsys, "train", "task=tiny", "method=drifting_tiny", "network=unet_tiny", f"task.zarr_path={zarr_path}",
-                    f"run_dir={run}", *FAST)
+    err = cli_error(capsys, "train", "task=tiny", "method=drifting_tiny", "network=unet_tiny",
+                    f"task.zarr_path={zarr_path}", f"run_dir={run}", *FAST)
     assert (f"{run} holds a different run: policy._target_ is 'test_policy_training.TinyPolicy' there, "
             "'drifting_policy.policies.DriftingPolicy' here") in err
     assert "overwrite=true" in err
     # another network of the same policy is another run too
-    err = cli_error(capsys, "train", "task=tiny", "method=tiny_mlp", "network=none", f"task.zarr_path={zarr_path}", f"run_dir={run}",
-                    "+policy.hidden=64", *FAST)
+    err = cli_error(capsys, "train", "task=tiny", "method=tiny_mlp", "network=none", f"task.zarr_path={zarr_path}",
+                    f"run_dir={run}", "+policy.hidden=64", *FAST)
     assert "holds a different run: policy.hidden is '<unset>' there, 64 here" in err
     assert snapshot(run) == before
 
@@ -173,7 +173,7 @@ def test_a_refused_start_leaves_no_folder(config_dir, tmp_path, capsys, use_tiny
     garbage = tmp_path / "garbage.zarr.zip"
     garbage.write_bytes(b"not a zip")
     run = tmp_path / "new_run"
-    err = cli_error(capsys, "train", "task=tiny", "method=tiny_mlp", "network=none", f"task.zarr_path={garbage}", f"run_dir={run}",
-                    *FAST)
+    err = cli_error(capsys, "train", "task=tiny", "method=tiny_mlp", "network=none", f"task.zarr_path={garbage}",
+                    f"run_dir={run}", *FAST)
     assert f"{garbage}: not a readable replay buffer (BadZipFile" in err
     assert not run.exists()

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_policy_training import FAST, config_dir, train, zarr_path  # noqa: F401  (fixtures)
 
 from drifting.checkpoint import load as load_checkpoint
 from drifting_policy.checkpoint import TopKCheckpoints
 from drifting_policy.run_folder import LOCK_NAME
+from test_policy_training import FAST, config_dir, train, zarr_path  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow
 
@@ -32,8 +32,8 @@ KILLS = 6
 
 
 def command(config_dir: Path, zarr_path: Path, run_dir: Path) -> tuple[list[str], dict]:  # noqa: F811
-    argv = [sys.executable, "-m", "drifting_policy.cli", "train", "task=tiny", "method=drifting_tiny", "network=unet_tiny",
-            f"task.zarr_path={zarr_path}", f"run_dir={run_dir}", *FAST, *RUN]
+    argv = [sys.executable, "-m", "drifting_policy.cli", "train", "task=tiny", "method=drifting_tiny",
+            "network=unet_tiny", f"task.zarr_path={zarr_path}", f"run_dir={run_dir}", *FAST, *RUN]
     env = {**os.environ, "DRIFTING_POLICY_CONFIG_DIR": str(config_dir), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])}
     return argv, env
@@ -45,7 +45,8 @@ def run_to_end(argv: list[str], env: dict) -> None:
 
 
 def wait_for_lock(run_dir: Path, process: subprocess.Popen, timeout: float = 120.0) -> None:
-    """Until ``process`` holds the run's lock (past its imports and checks; a killed run's stale lock does not count)."""
+    """Until ``process`` holds the run's lock (past its imports and checks; a killed run's stale lock does not
+    count)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -63,7 +64,7 @@ def assert_same_run(a: Path, b: Path) -> None:
     states = [load_checkpoint(run / "checkpoints" / "latest.ckpt") for run in (a, b)]
     assert states[0]["epoch"] == states[1]["epoch"]
     for part in ("policy", "ema", "optimizer"):
-        flat = [torch.nn.utils.parameters_to_vector([v for v in _tensors(state[part])]) for state in states]
+        flat = [torch.nn.utils.parameters_to_vector(list(_tensors(state[part]))) for state in states]
         assert torch.equal(flat[0], flat[1]), part
     topk = [sorted(path.name for path in TopKCheckpoints(run / "checkpoints").scores()) for run in (a, b)]
     assert topk[0] and topk[0] == topk[1]
@@ -138,6 +139,19 @@ class Stopped(BaseException):
     """A stop no handler catches (``finally`` blocks still run, unlike after SIGKILL: the lock is released)."""
 
 
+def stop_after_write(point: int, real_replace):
+    """``os.replace`` that raises Stopped once the write numbered ``point`` (from 0) has happened."""
+    writes = []
+
+    def replace_then_stop(src, dst):
+        real_replace(src, dst)
+        writes.append(dst)
+        if len(writes) == point + 1:
+            raise Stopped(dst)
+
+    return replace_then_stop
+
+
 SWEEP = ["training.num_epochs=3", "training.max_train_steps=2", "training.rollout_every=1", "checkpoint.topk=2",
          "logging.plots=false"]
 
@@ -148,15 +162,8 @@ def test_a_run_stopped_after_any_file_write_resumes_to_the_same_end(config_dir, 
     train(config_dir, zarr_path, straight, *SWEEP, policy="drifting_tiny")
     real_replace = os.replace
     for point in range(200):
-        run_dir, writes = tmp_path / f"stopped_after_write_{point}", []
-
-        def replace_then_stop(src, dst):
-            real_replace(src, dst)
-            writes.append(dst)
-            if len(writes) == point + 1:
-                raise Stopped(dst)
-
-        monkeypatch.setattr(os, "replace", replace_then_stop)
+        run_dir = tmp_path / f"stopped_after_write_{point}"
+        monkeypatch.setattr(os, "replace", stop_after_write(point, real_replace))
         try:
             train(config_dir, zarr_path, run_dir, *SWEEP, policy="drifting_tiny")
             break  # the run has fewer writes than this: every one was a stopping point

@@ -8,10 +8,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from test_env_runner import ScriptedRewardEnv
-from test_policy_api import OBS_DIM, TA, TO, make_policy
-from test_policy_data_robomimic import ENV_ARGS, make_demo
-from test_policy_training import config_dir, train, zarr_path  # noqa: F401  (fixtures)
 
 from drifting import drift_loss, feature_drift_loss
 from drifting.checkpoint import CheckpointError
@@ -24,6 +20,10 @@ from drifting_policy.normalizer import LinearNormalizer, SingleFieldLinearNormal
 from drifting_policy.policies import BasePolicy, DriftingPolicy, DriftingPolicyConfig
 from drifting_policy.workspace import NonFiniteLossError
 from envs.common.runner import Episode, VectorEnvRunner
+from test_env_runner import ScriptedRewardEnv
+from test_policy_api import OBS_DIM, TA, TO, make_policy
+from test_policy_data_robomimic import ENV_ARGS, make_demo
+from test_policy_training import config_dir, train, zarr_path  # noqa: F401  (fixtures)
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -105,7 +105,7 @@ def test_select_action_refuses_a_bad_step_and_is_not_poisoned_by_it():
             with pytest.raises(ValueError, match=r"observation 'obs' holds nan at index \[1, 0\] \(batch, ...\)"):
                 policy.select_action(bad)
         actions.append(policy.select_action(step))
-    for a, b in zip(actions, clean):
+    for a, b in zip(actions, clean, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 

@@ -7,7 +7,8 @@ from drifting.toy import ABLATION_BASE, FIG3_CASES, FIG3_OPTIONS, ToyConfig, ene
 
 def test_energy_distance_separates_distributions():
     g = torch.Generator().manual_seed(0)
-    a, b, c = torch.randn(1000, 2, generator=g), torch.randn(1000, 2, generator=g), torch.randn(1000, 2, generator=g) + 1
+    a, b = torch.randn(1000, 2, generator=g), torch.randn(1000, 2, generator=g)
+    c = torch.randn(1000, 2, generator=g) + 1
     assert abs(energy_distance(a, b)) < 0.02 < energy_distance(a, c)
 
 

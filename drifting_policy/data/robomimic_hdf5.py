@@ -47,7 +47,8 @@ def _check_demo(i: int, demo: dict) -> int:
             raise ValueError(f"{where}: missing {required!r}; a demo needs 'obs' and 'actions'")
     unknown = set(demo) - set(OBS_GROUPS) - set(PER_STEP_ARRAYS) - {"attrs"}
     if unknown:
-        raise ValueError(f"{where}: unknown fields {sorted(unknown)}; expected {OBS_GROUPS + PER_STEP_ARRAYS} and 'attrs'")
+        raise ValueError(f"{where}: unknown fields {sorted(unknown)}; expected {OBS_GROUPS + PER_STEP_ARRAYS} "
+                         "and 'attrs'")
     length = len(demo["actions"])
     if length == 0:
         raise ValueError(f"{where}: 'actions' is empty; a demo needs at least one step")
@@ -82,7 +83,7 @@ def write_robomimic_hdf5(path: str | os.PathLike, demos: list[dict], env_args: d
 
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         data = f.create_group("data")
-        for name, demo, length in zip(names, demos, lengths):
+        for name, demo, length in zip(names, demos, lengths, strict=True):
             group = data.create_group(name)
             for field in PER_STEP_ARRAYS:
                 if field in demo:
@@ -158,17 +159,15 @@ class RobomimicReader:
                 missing = [key for key in obs_keys if key not in group.get("obs", {})]
                 if missing or action_key not in group:
                     available = sorted(group["obs"].keys()) if "obs" in group else []
-                    raise ValueError(
-                        f"{self.path}: data/{name} lacks {'obs keys ' + str(missing) if missing else repr(action_key)}; "
-                        f"obs keys present: {available}"
-                    )
+                    lacking = f"obs keys {missing}" if missing else repr(action_key)
+                    raise ValueError(f"{self.path}: data/{name} lacks {lacking}; obs keys present: {available}")
                 actions = group[action_key][:].astype(np.float32)
                 if abs_action:
                     actions = axis_angle_action_to_rot6d(actions)
                 episode = {key: _as_stored(group["obs"][key][:]) for key in obs_keys}
                 episode["action"] = actions
                 buffer.add_episode(episode)
-        for key in buffer.keys():
+        for key in buffer.keys():  # noqa: SIM118  (a ReplayBuffer is not iterable)
             found = buffer.first_non_finite(key)
             if found is not None:
                 demo, step, value = found

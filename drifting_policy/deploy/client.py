@@ -9,6 +9,7 @@ forever on a reply (``request_timeout``), and returns writeable arrays. A refuse
 """
 from __future__ import annotations
 
+import contextlib
 import time
 
 from websockets.exceptions import InvalidStatus
@@ -25,11 +26,15 @@ class PolicyClient:
             raise ValueError(f"server must be a ws:// or wss:// address; got {uri!r}")
         self.uri, self.request_timeout = uri, request_timeout
         headers = {"Authorization": f"Api-Key {api_key}"} if api_key else None
+        # The connection is entered as a context manager (websockets deprecates using connect() otherwise) and
+        # left by close().
+        self._exit_stack = contextlib.ExitStack()
         deadline, delay = time.monotonic() + connect_timeout, 0.05
         while True:
             try:
-                self.connection = connect(uri, additional_headers=headers, compression=None, max_size=None,
-                                          proxy=None, open_timeout=max(1.0, deadline - time.monotonic()))
+                self.connection = self._exit_stack.enter_context(
+                    connect(uri, additional_headers=headers, compression=None, max_size=None, proxy=None,
+                            open_timeout=max(1.0, deadline - time.monotonic())))
                 break
             except InvalidStatus as error:
                 if error.response.status_code in (401, 403):
@@ -61,7 +66,7 @@ class PolicyClient:
         return wire.unpackb(reply)
 
     def close(self) -> None:
-        self.connection.close()
+        self._exit_stack.close()
 
     def __enter__(self):
         return self

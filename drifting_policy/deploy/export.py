@@ -23,13 +23,7 @@ import torch
 from torch import nn
 
 from drifting.files import atomic_path
-from drifting_policy.deploy.spec import (
-    PREFIX_KEY,
-    PREFIX_MASK_KEY,
-    SPEC_METADATA_KEY,
-    PolicySpec,
-    example_inputs,
-)
+from drifting_policy.deploy.spec import PREFIX_KEY, PREFIX_MASK_KEY, SPEC_METADATA_KEY, PolicySpec, example_inputs
 
 EXPORT_FORMATS = ("onnx", "pt2")
 PARITY_TOLERANCE = 1e-4  # max abs difference (data units) between the exported graph and torch on export
@@ -73,9 +67,9 @@ class ChunkGraph(nn.Module):
         self.first = spec.n_obs_steps - 1
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        obs = dict(zip(self.obs_keys, inputs[: len(self.obs_keys)]))
+        obs = dict(zip(self.obs_keys, inputs[: len(self.obs_keys)], strict=True))
         rest = inputs[len(self.obs_keys):]
-        noise = dict(zip(self.noise_names, rest[: len(self.noise_names)]))
+        noise = dict(zip(self.noise_names, rest[: len(self.noise_names)], strict=True))
         prefix = rest[len(self.noise_names):]  # (prefix, prefix_mask) or nothing
         return self.policy.action_chunk(obs, None, noise, *prefix)[:, self.first:]
 

@@ -119,7 +119,7 @@ def check_array(name: str, value, shape: tuple) -> np.ndarray:
     if value.dtype.kind != "f":
         raise ObservationError(f"{name!r} must be float32 (or another float type) {_shape_text(shape)}; "
                                f"got dtype {value.dtype}")
-    if value.ndim != len(shape) or any(n is not None and n != m for n, m in zip(shape, value.shape)):
+    if value.ndim != len(shape) or any(n is not None and n != m for n, m in zip(shape, value.shape, strict=True)):
         raise ObservationError(f"{name!r} must have shape {_shape_text(shape)}; got {tuple(value.shape)}")
     value = value.astype(np.float32, copy=False)
     finite = np.isfinite(value)

@@ -1,7 +1,7 @@
 """A task's simulator for the control runtime, built from its task config as ``eval`` builds its env runner."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import hydra
 from omegaconf import OmegaConf

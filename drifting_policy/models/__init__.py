@@ -9,4 +9,5 @@ from drifting_policy.models.vision import MultiImageObsEncoder, RgbEncoder
 # forward(sample, timestep, cond (B, To, F), extra (B, E)), and builds itself with ``from_config``.
 BACKBONES = {"unet": ConditionalUnet1D, "transformer": ActionTransformer}
 
-__all__ = ["BACKBONES", "ActionTransformer", "ConditionalUnet1D", "MultiImageObsEncoder", "RgbEncoder", "count_parameters"]
+__all__ = ["BACKBONES", "ActionTransformer", "ConditionalUnet1D", "MultiImageObsEncoder", "RgbEncoder",
+           "count_parameters"]

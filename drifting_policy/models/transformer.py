@@ -14,8 +14,6 @@ As with the U-Net, `use_timestep=False` gives the one-step drifting network: no 
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn as nn
 
@@ -61,7 +59,8 @@ class ActionTransformer(nn.Module):
         if cond_dim == 0 and not use_timestep:
             raise ValueError("ActionTransformer needs a condition: set cond_dim > 0 or use_timestep=True")
         if extra_cond_dim and cond_dim == 0:
-            raise ValueError("ActionTransformer appends extra_cond_dim values to the observation tokens: needs cond_dim > 0")
+            raise ValueError("ActionTransformer appends extra_cond_dim values to the observation tokens: "
+                             "needs cond_dim > 0")
         self.input_dim = input_dim
         self.horizon = horizon
         self.n_obs_steps = n_obs_steps if cond_dim > 0 else 0
@@ -141,8 +140,8 @@ class ActionTransformer(nn.Module):
                    c.n_head, c.n_emb, c.p_drop_emb, c.p_drop_attn, c.causal_attn, c.n_cond_layers,
                    use_timestep=use_timestep)
 
-    def forward(self, sample: torch.Tensor, timestep=None, cond: Optional[torch.Tensor] = None,
-                extra: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, sample: torch.Tensor, timestep=None, cond: torch.Tensor | None = None,
+                extra: torch.Tensor | None = None) -> torch.Tensor:
         """sample (B, T, input_dim); timestep int / 0-d / (B,) iff use_timestep; cond (B, To, cond_dim);
         extra (B, extra_cond_dim)."""
         if sample.ndim != 3 or tuple(sample.shape[1:]) != (self.horizon, self.input_dim):

@@ -16,7 +16,8 @@ The network serves two methods:
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from itertools import pairwise
 
 import torch
 import torch.nn as nn
@@ -119,7 +120,7 @@ class ConditionalUnet1D(nn.Module):
             return FiLMResidualBlock(c_in, c_out, film_cond_dim, kernel_size, n_groups, cond_predict_scale)
 
         channels = [input_dim, *down_dims]
-        level_io = list(zip(channels[:-1], channels[1:]))
+        level_io = list(pairwise(channels))
 
         self.down_levels = nn.ModuleList()
         for level, (c_in, c_out) in enumerate(level_io):
@@ -152,8 +153,8 @@ class ConditionalUnet1D(nn.Module):
         """AdamW parameter groups: one, every parameter decayed (as DP's U-Net policies)."""
         return [{"params": list(self.parameters()), "weight_decay": weight_decay}]
 
-    def forward(self, sample: torch.Tensor, timestep=None, cond: Optional[torch.Tensor] = None,
-                extra: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, sample: torch.Tensor, timestep=None, cond: torch.Tensor | None = None,
+                extra: torch.Tensor | None = None) -> torch.Tensor:
         """sample (B, T, input_dim); timestep int / 0-d / (B,) iff use_timestep; cond (B, To, F); extra (B, E)."""
         if sample.ndim != 3 or sample.shape[-1] != self.input_dim:
             raise ValueError(f"ConditionalUnet1D: sample must be (B, T, {self.input_dim}), got {tuple(sample.shape)}")

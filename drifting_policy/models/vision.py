@@ -9,7 +9,7 @@ happens here, so the same normalizer statistics serve both code bases.
 """
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -129,7 +129,7 @@ class RgbEncoder(nn.Module):
     def __init__(
         self,
         input_shape: Sequence[int],
-        crop_shape: Optional[Sequence[int]] = None,
+        crop_shape: Sequence[int] | None = None,
         feature_dim: int = 64,
         num_kp: int = 32,
     ):
@@ -169,7 +169,7 @@ class MultiImageObsEncoder(nn.Module):
     def __init__(
         self,
         shape_meta: dict,
-        crop_shape: Optional[Sequence[int]] = None,
+        crop_shape: Sequence[int] | None = None,
         feature_dim: int = 64,
         num_kp: int = 32,
         share_rgb_model: bool = False,
@@ -229,6 +229,6 @@ class MultiImageObsEncoder(nn.Module):
             shared = self.rgb_encoder(torch.cat(images, dim=0))
             features.append(shared.reshape(len(images), batch, -1).transpose(0, 1).reshape(batch, -1))
         else:
-            features += [self.rgb_encoders[key](image) for key, image in zip(self.rgb_keys, images)]
+            features += [self.rgb_encoders[key](image) for key, image in zip(self.rgb_keys, images, strict=True)]
         features += [self._checked(obs, key, batch).reshape(batch, -1) for key in self.low_dim_keys]
         return torch.cat(features, dim=-1)

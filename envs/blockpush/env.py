@@ -167,7 +167,7 @@ class XArmPusher:
         return self._client.multiplyTransforms(position, orientation, PUSHER_MOUNT_OFFSET, (0, 0, 0, 1))
 
     def reset_joints(self, positions):
-        for j, q in zip(self._joints, positions):
+        for j, q in zip(self._joints, positions, strict=True):
             self._client.resetJointState(self.arm, j, q, targetVelocity=0.0)
 
     def joint_positions(self):
@@ -289,11 +289,12 @@ class BlockPushMultimodalEnv(gym.Env):
                 break
         else:
             raise RuntimeError(f"no block placement with an x gap above {MIN_BLOCK_X_GAP} m found")
-        for block, xy in zip(self._blocks, blocks_xy):
+        for block, xy in zip(self._blocks, blocks_xy, strict=True):
             self._place(block, xy, rng.uniform(0.0, math.pi), BLOCK_HALF_SIZE)
         side = rng.choice([-1.0, 1.0])
-        for zone, sign in zip(self._zones, (side, -side)):
-            xy = (WORKSPACE_CENTER_X + sign * TARGET_SIDE_OFFSET_X + rng.uniform(-TARGET_SHIFT_XY[0], TARGET_SHIFT_XY[0]),
+        for zone, sign in zip(self._zones, (side, -side), strict=True):
+            xy = (WORKSPACE_CENTER_X + sign * TARGET_SIDE_OFFSET_X
+                  + rng.uniform(-TARGET_SHIFT_XY[0], TARGET_SHIFT_XY[0]),
                   TARGET_CENTER_Y + rng.uniform(-TARGET_SHIFT_XY[1], TARGET_SHIFT_XY[1]))
             self._place(zone, xy, math.pi + rng.uniform(-TARGET_YAW_SHIFT, TARGET_YAW_SHIFT), ZONE_HEIGHT)
 
@@ -376,9 +377,9 @@ class BlockPushMultimodalEnv(gym.Env):
         if state.shape != (STATE_DIM,) or not np.all(np.isfinite(state)):
             raise ValueError(f"BlockPush {where}: expected a finite state of shape ({STATE_DIM},), got {state.shape}")
         poses = state[:12].reshape(4, 3)
-        for block, pose in zip(self._blocks, poses[:2]):
+        for block, pose in zip(self._blocks, poses[:2], strict=True):
             self._place(block, pose[:2], pose[2], BLOCK_HALF_SIZE)
-        for zone, pose in zip(self._zones, poses[2:]):
+        for zone, pose in zip(self._zones, poses[2:], strict=True):
             self._place(zone, pose[:2], pose[2], ZONE_HEIGHT)
         self._effector_target = np.clip(state[12:], WORKSPACE_BOUNDS[0], WORKSPACE_BOUNDS[1])
         self._robot.teleport(self._effector_target)

@@ -32,7 +32,7 @@ def summarize(prefixes, final_infos):
     if len(prefixes) != len(final_infos):
         raise ValueError(f"summarize: {len(prefixes)} prefixes for {len(final_infos)} episode infos")
     groups = collections.defaultdict(list)
-    for prefix, info in zip(prefixes, final_infos):
+    for prefix, info in zip(prefixes, final_infos, strict=True):
         groups[prefix].append(info)
     log = {}
     for prefix, infos in groups.items():

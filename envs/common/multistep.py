@@ -39,14 +39,16 @@ class MultiStepWrapper(gym.Wrapper):
     def __init__(self, env: gym.Env, n_obs_steps: int, n_action_steps: int, max_episode_steps: int | None = None):
         super().__init__(env)
         if n_obs_steps < 1 or n_action_steps < 1:
-            raise ValueError(f"MultiStepWrapper: n_obs_steps and n_action_steps must be >= 1, got {n_obs_steps}, {n_action_steps}")
+            raise ValueError(f"MultiStepWrapper: n_obs_steps and n_action_steps must be >= 1, got {n_obs_steps}, "
+                             f"{n_action_steps}")
         self.n_obs_steps = n_obs_steps
         self.n_action_steps = n_action_steps
         self.max_episode_steps = max_episode_steps
         self.observation_space = _stacked_space(env.observation_space, n_obs_steps)
         act = env.action_space
         self.action_space = gym.spaces.Box(
-            low=np.repeat(act.low[None], n_action_steps, 0), high=np.repeat(act.high[None], n_action_steps, 0), dtype=act.dtype
+            low=np.repeat(act.low[None], n_action_steps, 0), high=np.repeat(act.high[None], n_action_steps, 0),
+            dtype=act.dtype,
         )
         self._history: deque = deque(maxlen=n_obs_steps)
         self.max_reward = -np.inf
@@ -67,7 +69,8 @@ class MultiStepWrapper(gym.Wrapper):
         actions = np.asarray(actions)
         if actions.ndim != 2 or actions.shape[1:] != self.env.action_space.shape:
             raise ValueError(
-                f"MultiStepWrapper.step: expected actions of shape (k, {', '.join(map(str, self.env.action_space.shape))}),"
+                "MultiStepWrapper.step: expected actions of shape "
+                f"(k, {', '.join(map(str, self.env.action_space.shape))}),"
                 f" got {actions.shape}"
             )
         terminated = truncated = False

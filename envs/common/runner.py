@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -136,7 +137,8 @@ class VectorEnvRunner:
             arrays = {key: obs[key] for key in keys}
         else:
             arrays = {self.lowdim_key: obs}
-        return {key: torch.as_tensor(np.asarray(value), dtype=torch.float32, device=device) for key, value in arrays.items()}
+        return {key: torch.as_tensor(np.asarray(value), dtype=torch.float32, device=device)
+                for key, value in arrays.items()}
 
     def run(self, policy) -> dict[str, Any]:
         """Returns ``{prefix}/sim_max_reward_{seed}`` per episode, ``{prefix}/mean_score`` per prefix, and
@@ -164,7 +166,8 @@ class VectorEnvRunner:
                     action = policy.predict_action(self.policy_obs(obs, device))["action"]
                 action = action.detach().cpu().numpy() if torch.is_tensor(action) else np.asarray(action)
                 if action.shape[0] != self.n_envs or action.ndim != 3:
-                    raise ValueError(f"VectorEnvRunner: policy returned actions of shape {action.shape}, expected ({self.n_envs}, Ta, Da)")
+                    raise ValueError(f"VectorEnvRunner: policy returned actions of shape {action.shape}, "
+                                     f"expected ({self.n_envs}, Ta, Da)")
                 self._check_finite(action, members)
                 obs, reward, terminated, truncated, info = self.env.step(action[:, : self.n_action_steps])
                 # Finished members are auto-reset by the vector env and run on; only their episode counts.
@@ -197,7 +200,7 @@ class VectorEnvRunner:
     def _log(self, scores: np.ndarray, videos: dict[int, Path]) -> dict[str, Any]:
         log: dict[str, Any] = {}
         by_prefix: dict[str, list[float]] = {}
-        for i, (episode, score) in enumerate(zip(self.episodes, scores)):
+        for i, (episode, score) in enumerate(zip(self.episodes, scores, strict=True)):
             log[f"{episode.prefix}/sim_max_reward_{episode.seed}"] = float(score)
             by_prefix.setdefault(episode.prefix, []).append(float(score))
             if i in videos:

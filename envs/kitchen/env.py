@@ -36,11 +36,7 @@ import gymnasium as gym
 import gymnasium_robotics
 import numpy as np
 from gymnasium import spaces
-from gymnasium_robotics.envs.franka_kitchen.kitchen_env import (
-    BONUS_THRESH,
-    OBS_ELEMENT_GOALS,
-    OBS_ELEMENT_INDICES,
-)
+from gymnasium_robotics.envs.franka_kitchen.kitchen_env import BONUS_THRESH, OBS_ELEMENT_GOALS, OBS_ELEMENT_INDICES
 
 gym.register_envs(gymnasium_robotics)
 

@@ -65,7 +65,7 @@ def bet_arrays_to_replay_buffer(directory: str | Path) -> ReplayBuffer:
         raise ValueError(f"{directory}: episode/time shapes differ: observations {observations.shape}, "
                          f"actions {actions.shape}, existence_mask {mask.shape}")
     buffer = ReplayBuffer.create_empty()
-    for obs, action, exists in zip(observations, actions, mask):
+    for obs, action, exists in zip(observations, actions, mask, strict=True):
         length = int(exists.sum())
         buffer.add_episode({"obs": obs[:length].astype(np.float32), "action": action[:length].astype(np.float32)})
     return buffer

@@ -38,7 +38,7 @@ def summarize(prefixes: Sequence[str], final_infos: Sequence[dict]) -> dict:
     if len(prefixes) != len(final_infos):
         raise ValueError(f"summarize: {len(prefixes)} prefixes for {len(final_infos)} episode infos")
     groups = collections.defaultdict(list)
-    for prefix, info in zip(prefixes, final_infos):
+    for prefix, info in zip(prefixes, final_infos, strict=True):
         groups[prefix].append(list(info["completed_subtasks"]))
     log: dict = {}
     for prefix, episodes in groups.items():

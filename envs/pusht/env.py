@@ -141,7 +141,8 @@ class PushTEnv(gym.Wrapper):
         """Put the bodies exactly at ``state`` (5,): agent position and velocity, then block angle, then position."""
         state = np.asarray(state, dtype=np.float64)
         if state.shape != (5,):
-            raise ValueError(f"PushTEnv.set_state: expected a (5,) state (agent x, y, block x, y, angle), got {state.shape}")
+            raise ValueError("PushTEnv.set_state: expected a (5,) state (agent x, y, block x, y, angle), "
+                             f"got {state.shape}")
         sim = self.sim
         sim.agent.position = (state[0], state[1])
         sim.agent.velocity = (0.0, 0.0) if agent_velocity is None else tuple(np.asarray(agent_velocity, float))

@@ -61,6 +61,11 @@ def _outward_normal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return n if distance_to_t((a + b) / 2 + n) > 0 else -n
 
 
+def _cross(a: np.ndarray, b: np.ndarray) -> float:
+    """The z component of the cross product of two 2-D vectors (np.cross deprecated 2-D inputs)."""
+    return a[0] * b[1] - a[1] * b[0]
+
+
 def _contact_candidates(spacing: float = 6.0, corner_fan: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Body-frame contact points, outward normals and face ids: along each edge (face = edge index), and fanned
     at convex corners (face = number of edges + corner index)."""
@@ -78,7 +83,7 @@ def _contact_candidates(spacing: float = 6.0, corner_fan: int = 3) -> tuple[np.n
             faces.append(i)
     for i in range(n_vertices):
         n_prev, n_next = edge_normals[i - 1], edge_normals[i]
-        if np.cross(n_prev, n_next) * np.cross(edge_normals[0], edge_normals[1]) < 0:
+        if _cross(n_prev, n_next) * _cross(edge_normals[0], edge_normals[1]) < 0:
             continue  # concave corner: the agent cannot touch it alone
         for w in np.linspace(0, 1, corner_fan + 2)[1:-1]:
             n = (1 - w) * n_prev + w * n_next

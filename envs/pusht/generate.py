@@ -61,7 +61,7 @@ def run_expert_episode(
     shove_rng, shove, shove_left = np.random.default_rng([seed, 1]), np.zeros(2), 0
     steps: dict[str, list] = {key: [] for key in ("state", "keypoint", "action", "n_contacts", "img")}
     max_coverage, n_contacts, terminated = info["coverage"], 0, False
-    for t in range(MAX_EPISODE_STEPS):
+    for t in range(MAX_EPISODE_STEPS):  # noqa: B007  (read after the loop: the episode's length)
         state = info["state"]
         action = expert.act(state)
         if record:
@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="zarr directory or .zarr.zip")
     parser.add_argument("--images", action="store_true", help="also store 96x96 RGB observations as 'img'")
     parser.add_argument("--perturb", type=float, default=0.0, metavar="PIXELS",
-                        help="shove the agent off course now and then by offsets of this size (actions stay the expert's)")
+                        help="shove the agent off course now and then by offsets of this size "
+                             "(actions stay the expert's)")
     args = parser.parse_args(argv)
     buffer, summary = generate(args.episodes, args.seed, images=args.images, perturb=args.perturb)
     path = buffer.save_to_path(args.out)

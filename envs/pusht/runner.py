@@ -7,8 +7,8 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -25,7 +25,8 @@ def dataset_initial_states(dataset_path: str | Path, n: int) -> list[np.ndarray]
     """(5,) states at the start of the first ``n`` episodes of a PushT replay buffer."""
     buffer = ReplayBuffer.copy_from_path(dataset_path, keys=["state"])
     if n > buffer.n_episodes:
-        raise ValueError(f"{dataset_path}: asked for {n} train initial states, the dataset has {buffer.n_episodes} episodes")
+        raise ValueError(f"{dataset_path}: asked for {n} train initial states, the dataset has {buffer.n_episodes} "
+                         "episodes")
     starts = np.concatenate([[0], buffer.episode_ends[:-1]])[:n]
     return [buffer["state"][i] for i in starts]
 

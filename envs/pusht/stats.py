@@ -51,7 +51,8 @@ def multimodality(
     )
     pairs = cKDTree(features).query_pairs(r=1.0, output_type="ndarray")
     i, j = pairs[:, 0], pairs[:, 1]
-    keep = (episode[i] != episode[j]) & (np.linalg.norm(move[i], axis=1) > min_move) & (np.linalg.norm(move[j], axis=1) > min_move)
+    moved = np.linalg.norm(move, axis=1) > min_move
+    keep = (episode[i] != episode[j]) & moved[i] & moved[j]
     i, j = i[keep], j[keep]
     if len(i) > max_pairs:
         pick = np.random.default_rng(0).choice(len(i), max_pairs, replace=False)
@@ -121,8 +122,10 @@ def evaluate_expert(seeds: range | list[int], expert: PushTExpert | None = None)
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("path", type=Path, nargs="?", help="replay buffer (zarr dir or .zarr.zip); omit for expert only")
-    parser.add_argument("--expert-seeds", type=int, default=50, help="test seeds 100000... to run the expert on (0: skip)")
+    parser.add_argument("path", type=Path, nargs="?",
+                        help="replay buffer (zarr dir or .zarr.zip); omit for expert only")
+    parser.add_argument("--expert-seeds", type=int, default=50,
+                        help="test seeds 100000... to run the expert on (0: skip)")
     args = parser.parse_args(argv)
     if args.path is not None:
         summary = dataset_summary(ReplayBuffer.copy_from_path(args.path, keys=["state", "action"]))

@@ -238,7 +238,8 @@ def horizon_of(env_meta: dict) -> int:
     for spec in TASKS.values():
         if spec.env_name == env_meta["env_name"]:
             return spec.horizon
-    raise ValueError(f"no horizon known for env {env_meta['env_name']!r}; known: {[s.env_name for s in TASKS.values()]}")
+    known = [spec.env_name for spec in TASKS.values()]
+    raise ValueError(f"no horizon known for env {env_meta['env_name']!r}; known: {known}")
 
 
 class RobomimicGymEnv(gym.Env):
@@ -295,7 +296,8 @@ class RobomimicGymEnv(gym.Env):
     def step(self, action):
         action = np.asarray(action, dtype=np.float64)
         if action.shape != self.action_space.shape:
-            raise ValueError(f"RobomimicGymEnv.step: expected an action of shape {self.action_space.shape}, got {action.shape}")
+            raise ValueError(f"RobomimicGymEnv.step: expected an action of shape {self.action_space.shape}, "
+                             f"got {action.shape}")
         if self.abs_action:
             action = rot6d_action_to_axis_angle(action[None])[0]
         raw, _, _, info = self.env.step(action)

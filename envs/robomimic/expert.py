@@ -228,7 +228,8 @@ class ToolHangExpert(Expert):
         # The frame is placed above the table at reset and settles meanwhile: look again.
         frame_pos, frame_mat = self.body_pose(frame_id)
         grip = frame_pos + frame_mat @ self.FRAME_GRIP
-        grip_offset = np.array([0, 0, self.rng.uniform(-0.004, 0.002)]) + frame_mat[:, 2] * self.rng.uniform(-0.01, 0.01)
+        grip_offset = (np.array([0, 0, self.rng.uniform(-0.004, 0.002)])
+                       + frame_mat[:, 2] * self.rng.uniform(-0.01, 0.01))
         yield from self.move_to(grip + grip_offset, grasp_mat, OPEN, tol=0.005, max_steps=60, gain=0.6)
         grasp_pos, _ = self.eef_pose()
         yield from self.hold(grasp_pos, grasp_mat, CLOSED, steps=int(self.rng.integers(8, 12)))
@@ -296,7 +297,8 @@ class ToolHangExpert(Expert):
         # clears the 0.75 cm prong by only ~5 mm on each side.
         release = frame_pos + frame_mat @ self.RING_RELEASE
         over_prong = np.array([*release[:2], travel_height])
-        yield from self.carry_pose(tool_id, self.TOOL_RING, over_prong, carry_mat, tol=0.004, rot_tol=0.05, max_steps=150)
+        yield from self.carry_pose(tool_id, self.TOOL_RING, over_prong, carry_mat, tol=0.004, rot_tol=0.05,
+                                   max_steps=150)
         yield from self.carry_pose(tool_id, self.TOOL_RING, release, carry_mat, tol=0.003, max_steps=100, gain=0.6)
         pos, mat = self.eef_pose()
         yield from self.hold(pos, mat, OPEN, steps=int(self.rng.integers(6, 10)))

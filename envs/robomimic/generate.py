@@ -1,6 +1,7 @@
 """Generate robomimic-layout hdf5 demonstrations with the scripted experts.
 
-    python -m envs.robomimic.generate --task lift --episodes 200 --seed 0 --out data/lift_ph.hdf5 [--images] [--abs-action] [--workers 2]
+    python -m envs.robomimic.generate --task lift --episodes 200 --seed 0 --out data/lift_ph.hdf5 \
+        [--images] [--abs-action] [--workers 2]
 
 Episode ``i`` is the expert's rollout from ``reset(seed + i)`` (seeds count on past failed
 episodes, which are left out), so a file is a function of its arguments (``--workers`` only
@@ -73,8 +74,8 @@ def generate(
     demos, attempts, lengths = [], 0, []
     progress = tqdm(total=episodes, desc=f"{task} demos")
     # The expert acts with delta actions; the absolute ones are read off the controller.
-    for episode in expert_episodes(task, range(seed, seed + max_attempts), images=images, workers=workers):
-        attempts += 1
+    rollouts = expert_episodes(task, range(seed, seed + max_attempts), images=images, workers=workers)
+    for attempts, episode in enumerate(rollouts, start=1):
         if episode.success:
             demos.append(episode_to_demo(episode, abs_action))
             lengths.append(len(episode))

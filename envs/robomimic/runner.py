@@ -61,9 +61,8 @@ class RobomimicRunner(VectorEnvRunner):
         episodes = dp_episodes(train_states, n_test, test_start_seed, train_start_seed, n_train_vis, n_test_vis)
         wants_video = output_dir is not None and (n_train_vis > 0 or n_test_vis > 0)
         super().__init__(
-            env_fn=functools.partial(
-                RobomimicGymEnv, reader.env_meta, obs_type, abs_action, render_camera if wants_video else None, render_size
-            ),
+            env_fn=functools.partial(RobomimicGymEnv, reader.env_meta, obs_type, abs_action,
+                                     render_camera if wants_video else None, render_size),
             episodes=episodes,
             n_obs_steps=n_obs_steps,
             n_action_steps=n_action_steps,
