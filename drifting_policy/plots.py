@@ -86,3 +86,42 @@ def plot_training_curves(log_path: str | Path, out_path: str | Path, title: str 
         fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return Path(out_path)
+
+
+def rollout_strip(video_path: str | Path, out_path: str | Path, frames: int = 6) -> Path:
+    """A PNG of ``frames`` frames of a rollout video, evenly spaced from the first to the last, side by side: an
+    episode at a glance (for docs and reports)."""
+    import imageio.v3 as iio
+    import numpy as np
+
+    video = iio.imread(video_path)  # (N, H, W, 3)
+    if len(video) == 0:
+        raise ValueError(f"{video_path}: the video holds no frames")
+    picks = np.linspace(0, len(video) - 1, num=min(frames, len(video))).round().astype(int)
+    gap = np.full((video.shape[1], 4, video.shape[3]), 255, dtype=video.dtype)
+    strip = np.concatenate([part for i in picks for part in (video[i], gap)][:-1], axis=1)
+    with atomic_path(out_path) as tmp:
+        iio.imwrite(tmp, strip, extension=Path(out_path).suffix)
+    return Path(out_path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Figures of a run: training curves from its log, or a strip of "
+                                                 "frames from one of its rollout videos.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    curves = sub.add_parser("curves", help="logs.json.txt -> PNG of the training curves")
+    curves.add_argument("log"), curves.add_argument("out")
+    strip = sub.add_parser("strip", help="rollout video -> PNG of evenly spaced frames")
+    strip.add_argument("video"), strip.add_argument("out")
+    strip.add_argument("--frames", type=int, default=6)
+    args = parser.parse_args(argv)
+    if args.command == "curves":
+        print(plot_training_curves(args.log, args.out))
+    else:
+        print(rollout_strip(args.video, args.out, args.frames))
+
+
+if __name__ == "__main__":
+    main()

@@ -30,3 +30,20 @@ def test_epoch_records_and_means(tmp_path):
         widths[name] = iio.imread(out).shape[1]
     # a panel for each fit metric the run logged, none for those it did not
     assert widths["both"] > widths["distance"] > widths["neither"]
+
+
+def test_rollout_strip_shows_evenly_spaced_frames(tmp_path):
+    """Frame i of the video is a flat grey of level 10 i: the strip must hold frames 0, 5 and 10 of 11, in order."""
+    import numpy as np
+
+    from drifting_policy.plots import main, rollout_strip
+
+    frames = np.stack([np.full((16, 16, 3), 10 * i, dtype=np.uint8) for i in range(11)])
+    video = tmp_path / "episode.mp4"
+    iio.imwrite(video, frames, fps=10, macro_block_size=1)
+    strip = iio.imread(rollout_strip(video, tmp_path / "strip.png", frames=3))
+    assert strip.shape == (16, 3 * 16 + 2 * 4, 3)
+    levels = [int(strip[:, x * 20:x * 20 + 16].mean()) for x in range(3)]
+    assert [round(level / 10) for level in levels] == [0, 5, 10]  # lossy video codec: within a few levels
+    main(["strip", str(video), str(tmp_path / "cli.png"), "--frames", "2"])
+    assert iio.imread(tmp_path / "cli.png").shape[1] == 2 * 16 + 4
