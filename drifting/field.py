@@ -8,8 +8,9 @@ Shapes are batched over *groups*. A group is one set of samples that interact wi
     neg  [B, U, S]   extra negatives (e.g. unconditional real samples for CFG); optional
 
 The targets of every generated sample are ``[generated (stop-gradient), extra negatives, positives]``.
-With the default options the numerics are those of the authors' released ``drift_loss.py``
-(see ``shared/reference/official-numerics.md``); the keyword options reach the paper's variants.
+With the default options the numerics are those of the authors' released ``drift_loss.py`` (lambertae/drifting;
+``tests/test_drift_field.py`` compares against golden files of it, ``docs/core.md`` lists the details); the
+keyword options reach the paper's variants.
 One deliberate difference: the kernel is computed in the log domain and the force is rescaled by the call's
 largest coefficient before the drift normalization, which leaves the normalized drift unchanged but keeps it
 from underflowing to zero when every positive is far away relative to the temperature (the released code's
