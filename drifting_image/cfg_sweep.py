@@ -79,7 +79,8 @@ def print_table(rows: list[dict[str, float]], real_fid: float | None = None) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="drifting-image cfg-sweep", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint")
     parser.add_argument("--alphas", type=float, nargs="+", default=[1.0, 1.5, 2.0, 3.0])
     parser.add_argument("--num", type=int, default=5000, help="samples per alpha")

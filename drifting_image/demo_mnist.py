@@ -24,6 +24,7 @@ the end. ``--mae-overrides`` / ``--overrides`` take key=value pairs for the two 
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import json
 import time
 from pathlib import Path
@@ -41,7 +42,8 @@ from drifting_image.train import TrainConfig, Trainer
 from drifting_image.train_mae import MAETrainConfig, MAETrainer
 from drifting_image.training import load_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "image"
+# configs/image of the checkout, installed as this package (pyproject's package-dir).
+CONFIGS = Path(importlib.resources.files("drifting_image.configs"))
 
 
 def is_trained(path: Path, steps: int) -> bool:
@@ -160,7 +162,8 @@ class Demo:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="drifting-image demo-mnist", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="outputs/image/mnist_demo", help="output folder")
     parser.add_argument("--mae-config", default=str(CONFIGS / "mae_mnist_tiny.yaml"))
     parser.add_argument("--config", default=str(CONFIGS / "mnist_tiny.yaml"), help="generator TrainConfig YAML")

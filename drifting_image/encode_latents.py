@@ -104,7 +104,8 @@ def encode_folder(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="drifting-image encode-latents", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("image_folder", help="folder with one subfolder of images per class")
     parser.add_argument("--vae", required=True, help="local diffusers AutoencoderKL folder (e.g. sd-vae-ft-mse)")
     parser.add_argument("--out", required=True, help="output folder (images.npy, labels.npy, class_names.txt)")

@@ -109,7 +109,8 @@ def reference_statistics(path: str | Path, model, **kwargs) -> tuple[np.ndarray,
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="drifting-image fid", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("samples", help="ADM .npz (arr_0) or folder of images")
     parser.add_argument("reference", help=".npz with mu/sigma, ADM .npz, folder of images, or 'mnist'")
     parser.add_argument("--inception", default=None, help="TorchScript FID Inception file")

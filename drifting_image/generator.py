@@ -11,6 +11,7 @@ Tensors are channels-first: the noise and the output are [B, C, H, W].
 
 from __future__ import annotations
 
+import argparse
 import math
 from dataclasses import dataclass
 
@@ -348,7 +349,10 @@ def parameter_table(num_classes: int = 1000) -> dict[str, int]:
         return {name: count_parameters(build_generator(name, num_classes=num_classes)) for name in GENERATOR_SIZES}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="drifting-image generator",
+                                     description="The generator sizes and their parameter counts (1000 classes).")
+    parser.parse_args(argv)
     for name, n in parameter_table().items():
         s = GENERATOR_SIZES[name]
         print(f"{name:>5}  {s.input_size}x{s.input_size}x{s.in_channels}  hidden {s.hidden_size:4d}  depth {s.depth:2d}"

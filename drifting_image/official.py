@@ -449,7 +449,8 @@ def export(checkpoint_path: str | Path, artifact_dir: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="drifting-image official", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     to_ours = commands.add_parser("convert", help="release folder -> our checkpoint")
     to_ours.add_argument("release")

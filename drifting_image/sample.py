@@ -100,7 +100,8 @@ def sample_images(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="drifting-image sample", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", nargs="?", help="checkpoint of drifting_image.train (or give --release)")
     parser.add_argument("--release", default=None, help="folder of a released generator (metadata.json, "
                         "ema_params.msgpack) to sample instead of a checkpoint")

@@ -290,7 +290,8 @@ class Trainer(StepTrainer):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="drifting-image train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML file with TrainConfig fields")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=100 out_dir=outputs/image/x")
     args = parser.parse_args(argv)

@@ -12,6 +12,7 @@ allowed. ``task`` and ``policy`` are free-form (their ``_target_`` classes check
 from __future__ import annotations
 
 import difflib
+import importlib.resources
 import os
 import typing
 from collections.abc import Callable
@@ -26,12 +27,25 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 from drifting.files import atomic_write_text
 from drifting_policy.errors import ConfigError, DataError, UserError
 
-# configs/ of the repository; DRIFTING_POLICY_CONFIG_DIR points elsewhere (e.g. an installed package with its own).
-CONFIG_DIR = Path(os.environ.get("DRIFTING_POLICY_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
+# configs/ of the checkout, installed as the package drifting_policy.configs (pyproject's package-dir);
+# DRIFTING_POLICY_CONFIG_DIR points elsewhere.
+CONFIG_DIR = Path(os.environ.get("DRIFTING_POLICY_CONFIG_DIR", importlib.resources.files("drifting_policy.configs")))
+
+
+def package_path(path: str) -> str:
+    """``${package_path:envs/pusht/data/x.zarr.zip}`` in a config: that file of an installed package (here
+    ``pusht/data/x.zarr.zip`` inside the package ``envs``), wherever it is installed. Data shipped with the code
+    (the PushT demonstrations) is named this way so that a run finds it from any working directory; a plain
+    relative path stays relative to the working directory."""
+    package, _, inside = path.partition("/")
+    return str(importlib.resources.files(package).joinpath(inside))
+
 
 # Task configs compute sampler padding as ${eval:'${task.n_obs_steps}-1'}, as Diffusion Policy's do.
 if not OmegaConf.has_resolver("eval"):
     OmegaConf.register_new_resolver("eval", eval)
+if not OmegaConf.has_resolver("package_path"):
+    OmegaConf.register_new_resolver("package_path", package_path)
 
 # A policy config's task shapes, read from the task; the rest of its fields come from its dataclass.
 POLICY_TASK_SHAPES = {"horizon": "${task.horizon}", "n_obs_steps": "${task.n_obs_steps}",
