@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """adaLN: per-sample affine map of normalized tokens x [B, N, D] with shift, scale [B, D]."""
-    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+def adaptive_affine(tokens: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN: each sample's normalized tokens [B, N, D] scaled by 1 + scale and moved by shift, both [B, 1, D]."""
+    return tokens * (1 + scale) + shift
 
 
 def sincos_2d_position_embedding(dim: int, grid_size: int) -> np.ndarray:
@@ -160,9 +160,11 @@ class DiTBlock(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
-        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
-        x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        # Six [B, 1, D] vectors from the conditioning: (shift, scale, gate) for the attention, then for the MLP.
+        attention, mlp = self.adaLN_modulation(c)[:, None].chunk(2, dim=-1)
+        for branch, norm, (shift, scale, gate) in ((self.attn, self.norm1, attention.chunk(3, dim=-1)),
+                                                   (self.mlp, self.norm2, mlp.chunk(3, dim=-1))):
+            x = x + gate * branch(adaptive_affine(norm(x), shift, scale))
         return x
 
 
@@ -176,8 +178,8 @@ class FinalLayer(nn.Module):
         self.linear = nn.Linear(dim, patch_size * patch_size * out_channels)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
-        return self.linear(modulate(self.norm(x), shift, scale))
+        shift, scale = self.adaLN_modulation(c)[:, None].chunk(2, dim=-1)
+        return self.linear(adaptive_affine(self.norm(x), shift, scale))
 
 
 class DriftingDiT(nn.Module):
