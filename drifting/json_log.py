@@ -112,7 +112,8 @@ class JsonLogger:
                                                for line in kept))
 
     def log(self, record: dict) -> None:
-        self.file.write(json.dumps({key: _plain(value) for key, value in to_numbers(record).items()}) + "\n")
+        """One line; give numbers (``RunLog.log`` turns a record's tensors into numbers in one transfer first)."""
+        self.file.write(json.dumps({key: _plain(value) for key, value in record.items()}) + "\n")
         self.file.flush()
 
     def close(self) -> None:

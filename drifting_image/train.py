@@ -181,7 +181,7 @@ class Trainer(StepTrainer):
                                          **cfg.generator_overrides).to(self.device)
         self.ema = EMA(self.generator, cfg.ema_decay, power=cfg.ema_power)
         self.model = self.generator
-        if self.world > 1:
+        if self.dist.world_size > 1:
             self.model = DistributedDataParallel(self.generator, device_ids=[self.device.index] if
                                                  self.device.type == "cuda" else None)
         self.optimizer = torch.optim.AdamW(self.generator.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
@@ -195,9 +195,9 @@ class Trainer(StepTrainer):
                              f"{cfg.generator} makes {self.generator.sample_shape}")
         if dataset.labels.min() < 0 or dataset.labels.max() >= cfg.num_classes:
             raise ValueError(f"dataset {cfg.data!r} has labels outside [0, num_classes={cfg.num_classes})")
-        self.stream = SampleStream(dataset, seed=cfg.seed + 1 + self.rank, augment=cfg.augment)
+        self.stream = SampleStream(dataset, seed=cfg.seed + 1 + self.dist.rank, augment=cfg.augment)
         self.queue = SampleQueue(cfg.num_classes, dataset.sample_shape, cfg.queue_per_class, cfg.queue_global)
-        self.rng = torch.Generator().manual_seed(cfg.seed + 1000 * (self.rank + 1))
+        self.rng = torch.Generator().manual_seed(cfg.seed + 1000 * (self.dist.rank + 1))
         self.sample_noise = torch.randn(cfg.num_classes, *self.generator.sample_shape,
                                         generator=torch.Generator().manual_seed(cfg.seed))
 
@@ -209,7 +209,7 @@ class Trainer(StepTrainer):
         return self.out_dir / f"rank_state_{rank}.pt"
 
     def save(self) -> None:
-        if self.rank == 0:
+        if self.dist.is_main:
             checkpoint.atomic_save({
                 "step": self.step, "config": asdict(self.cfg), "generator": self.generator.state_dict(),
                 "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -217,15 +217,15 @@ class Trainer(StepTrainer):
         checkpoint.atomic_save({
             "step": self.step, "queue": self.queue.state_dict(), "stream": self.stream.state_dict(),
             "rng": self.rng.get_state(), "global_rng": checkpoint.rng_state(),
-        }, self.rank_path(self.rank))
+        }, self.rank_path(self.dist.rank))
         self.dist.barrier()
 
     def resume(self) -> bool:
         if not self.shared_path().is_file():
             return False
-        shared, local = checkpoint.load(self.shared_path()), checkpoint.load(self.rank_path(self.rank))
+        shared, local = checkpoint.load(self.shared_path()), checkpoint.load(self.rank_path(self.dist.rank))
         if shared["step"] != local["step"]:
-            raise RuntimeError(f"{self.shared_path()} is at step {shared['step']} but {self.rank_path(self.rank)} "
+            raise RuntimeError(f"{self.shared_path()} is at step {shared['step']} but {self.rank_path(self.dist.rank)} "
                                f"at step {local['step']}: the run stopped while saving")
         self.generator.load_state_dict(shared["generator"])
         self.ema.load_state_dict(shared["ema"])

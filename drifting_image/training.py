@@ -41,7 +41,7 @@ class StepTrainer:
     def __init__(self, cfg):
         self.cfg = cfg
         self.dist = Distributed(cfg.device)
-        self.rank, self.world, self.device = self.dist.rank, self.dist.world_size, self.dist.device
+        self.device = self.dist.device
         self.out_dir = Path(cfg.out_dir)
         self.step = 0
 

@@ -25,6 +25,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from drifting.files import atomic_write_text
+from drifting.runs import WANDB_MODES
 from drifting_policy.errors import ConfigError, DataError, UserError
 
 # configs/ of the checkout, installed as the package drifting_policy.configs (pyproject's package-dir);
@@ -74,7 +75,6 @@ def register_policy_defaults() -> None:
 # What every task config must define (under `task.`) and what the workspace reads from the composed config.
 TASK_KEYS = ("name", "horizon", "n_obs_steps", "n_action_steps", "dataset", "env_runner")
 TRAIN_KEYS = ("policy", "training", "optimizer", "ema", "dataloader", "val_dataloader", "checkpoint", "logging")
-LOGGING_MODES = ("offline", "online", "disabled")
 
 
 # ---------------------------------------------------------------------------------------------- value rules
@@ -193,7 +193,7 @@ class CheckpointSchema:
 
 @dataclass
 class LoggingSchema:
-    mode: str = rule(one_of(*LOGGING_MODES))
+    mode: str = rule(one_of(*WANDB_MODES))
     project: str = MISSING
     name: str | None = MISSING
     group: str | None = MISSING
@@ -292,7 +292,7 @@ def compose_train_config(overrides: list[str], config_dir: str | Path | None = N
     (``task=pusht_lowdim method=drifting network=unet_lowdim training.seed=1``).
 
     Returns the config (hydra's own node removed) and the chosen config-group options, e.g.
-    ``{'task': 'pusht_lowdim', 'policy': 'drifting_unet'}``.
+    ``{'task': 'pusht_lowdim', 'method': 'drifting', 'network': 'unet_lowdim'}``.
     """
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
